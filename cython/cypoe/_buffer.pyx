@@ -1,0 +1,119 @@
+# cython: language_level=3
+"""ByteBuffer: one contiguous, growable byte buffer with a consumable front.
+
+Appends go to the end, consumers take from the front.  When the front has
+been consumed past half the capacity the live bytes are moved down instead
+of growing, so a buffer that is drained as fast as it is filled never grows.
+"""
+from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
+from libc.stdlib cimport malloc, realloc, free
+from libc.string cimport memcpy, memmove
+
+
+cdef class ByteBuffer:
+    """A growable byte buffer (internal; exposed to Python for tests)."""
+
+    def __cinit__(self, Py_ssize_t capacity=0):
+        self.data = NULL
+        self.start = 0
+        self.end = 0
+        self.cap = 0
+        if capacity > 0:
+            self.data = <char*>malloc(capacity)
+            if self.data == NULL:
+                raise MemoryError()
+            self.cap = capacity
+
+    def __dealloc__(self):
+        if self.data != NULL:
+            free(self.data)
+            self.data = NULL
+
+    cdef char* reserve(self, Py_ssize_t n) except NULL:
+        cdef Py_ssize_t live, need, newcap
+        cdef char* p
+        if self.end + n <= self.cap:
+            return self.data + self.end
+        live = self.end - self.start
+        need = live + n
+        if self.start > 0:
+            # Move the live bytes down before growing: a buffer drained as
+            # fast as it is filled then never grows.
+            memmove(self.data, self.data + self.start, live)
+            self.start = 0
+            self.end = live
+            if need <= self.cap:
+                return self.data + self.end
+        newcap = self.cap * 2 if self.cap else 4096
+        while newcap < need:
+            newcap *= 2
+        p = <char*>realloc(self.data, newcap)
+        if p == NULL:
+            raise MemoryError()
+        self.data = p
+        self.cap = newcap
+        return self.data + self.end
+
+    cdef int append(self, const char* p, Py_ssize_t n) except -1:
+        cdef char* w
+        if n <= 0:
+            return 0
+        w = self.reserve(n)
+        memcpy(w, p, n)
+        self.end += n
+        return 0
+
+    cdef int append_object(self, object o) except -1:
+        cdef Py_buffer view
+        if isinstance(o, bytes):
+            return self.append(<const char*>(<bytes>o), len(<bytes>o))
+        PyObject_GetBuffer(o, &view, PyBUF_SIMPLE)
+        try:
+            self.append(<const char*>view.buf, view.len)
+        finally:
+            PyBuffer_Release(&view)
+        return 0
+
+    cdef void consume(self, Py_ssize_t n):
+        self.start += n
+        if self.start >= self.end:
+            self.start = 0
+            self.end = 0
+
+    cdef void clear(self):
+        self.start = 0
+        self.end = 0
+
+    cdef void shrink(self, Py_ssize_t keep):
+        if self.end == self.start and self.cap > keep:
+            free(self.data)
+            self.data = NULL
+            self.cap = 0
+            self.start = 0
+            self.end = 0
+
+    cdef bytes to_bytes(self):
+        return PyBytes_FromStringAndSize(self.data + self.start, self.end - self.start)
+
+    # Python face, for tests and for pure-Python callers.
+    def __len__(self):
+        return self.end - self.start
+
+    def write(self, data):
+        self.append_object(data)
+
+    def read(self, Py_ssize_t n=-1):
+        cdef Py_ssize_t live = self.end - self.start
+        if n < 0 or n > live:
+            n = live
+        out = PyBytes_FromStringAndSize(self.data + self.start, n)
+        self.consume(n)
+        return out
+
+    def getvalue(self):
+        return self.to_bytes()
+
+    @property
+    def capacity(self):
+        return self.cap

@@ -1,0 +1,55 @@
+"""cypoe: POE's networking components for Python, with a Cython core.
+
+The public names are listed in ``__all__``; the contract is API.md.
+"""
+
+__version__ = "0.1.0"
+
+try:
+    from cypoe import _kernel
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(
+        "cypoe's compiled modules are missing or were built for another "
+        "Python ({}). Build them with `pip install .` (or, in a checkout, "
+        "`pip install -e .` / `python setup.py build_ext --inplace`); a C "
+        "compiler and the Python headers are needed.".format(exc)
+    ) from exc
+
+from cypoe.errors import (
+    BufferOverflow,
+    CypoeError,
+    FilterError,
+    FrameError,
+    FrameTooLong,
+    LineTooLong,
+)
+from cypoe._kernel import Kernel, Session, Timer, default_kernel
+
+#: The process's default Kernel.
+kernel = default_kernel()
+
+
+def run():
+    """Run the default kernel (``cypoe.kernel.run()``)."""
+    return kernel.run()
+
+
+def stop():
+    """Stop the default kernel (``cypoe.kernel.stop()``)."""
+    return kernel.stop()
+
+
+__all__ = [
+    "Kernel",
+    "Session",
+    "Timer",
+    "kernel",
+    "run",
+    "stop",
+    "CypoeError",
+    "FilterError",
+    "LineTooLong",
+    "FrameTooLong",
+    "FrameError",
+    "BufferOverflow",
+]
