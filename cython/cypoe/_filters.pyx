@@ -230,6 +230,8 @@ cdef class Line(FilterBase):
             if type(r) is not bytes:
                 r = _ref.record_bytes(r, self.encoding)
             n = PyBytes_GET_SIZE(r)
+            if n + tl == 0:
+                continue        # reserve(0) may return NULL on an empty buffer
             w = out.reserve(n + tl)
             memcpy(w, PyBytes_AS_STRING(r), n)
             memcpy(w + n, t, tl)
@@ -673,6 +675,8 @@ cdef class Block(FilterBase):
             return 0
         else:
             hn = 0
+        if hn + n == 0:
+            return 0            # reserve(0) may return NULL on an empty buffer
         w = out.reserve(hn + n)
         memcpy(w, hdr, hn)
         memcpy(w + hn, PyBytes_AS_STRING(r), n)

@@ -73,3 +73,11 @@ def test_feed_does_not_keep_callers_memory():
 def test_subclass_of_filterbase():
     for cls in (_filters.Line, _filters.Block, _filters.Stream):
         assert issubclass(cls, _filters.FilterBase)
+
+
+def test_put_into_empty_frames_into_empty_buffer():
+    out = ByteBuffer()
+    assert _filters.Line(output_literal=b"")._c_put_into([b"", b""], out) == 2
+    assert _filters.Block(block_size=1)._c_put_into([b""], out) == 1
+    assert out.getvalue() == b""
+    assert _filters.Block(block_size=1).put([b""]) == [b""]
