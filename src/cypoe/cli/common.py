@@ -1,0 +1,124 @@
+"""Helpers shared by the commands."""
+import argparse
+import codecs
+import re
+import sys
+
+
+class Unavailable(Exception):
+    """A command needs a part of cypoe that is not there (yet)."""
+
+
+def require(*names):
+    """Import cypoe and check it has ``names``; raise Unavailable if not."""
+    try:
+        import cypoe
+    except ImportError as exc:
+        raise Unavailable(f"cannot import cypoe: {exc}") from None
+    missing = [n for n in names if not hasattr(cypoe, n)]
+    if missing:
+        raise Unavailable("not available yet: needs " + ", ".join("cypoe." + n for n in missing))
+    return cypoe
+
+
+def positive_int(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {n}")
+    return n
+
+
+def nonneg_int(text):
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, not {n}")
+    return n
+
+
+def positive_float(text):
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not x > 0 or x != x or x == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be > 0, not {text}")
+    return x
+
+
+_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def duration(text):
+    """Seconds, with an optional unit as wrk takes them: 10, 10s, 500ms, 2m."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 10, 10s, 500ms, 2m)")
+    x = float(m.group(1)) * _UNITS[m.group(2) or ""]
+    if x <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {text!r}")
+    return x
+
+
+def size(text):
+    """Bytes, with an optional k/M/G suffix (powers of 1024): 96k, 1M."""
+    m = re.fullmatch(r"\s*([0-9]+)\s*([kKmMgG])?[iI]?[bB]?\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512, 96k, 1M)")
+    mult = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3}[(m.group(2) or "").lower()]
+    return int(m.group(1)) * mult
+
+
+def unescape(text):
+    """C-style escapes (``\\r\\n``, ``\\x00``, ``\\t``) to bytes, as tcpkali
+    and zgrab2 take payloads on the command line."""
+    try:
+        return codecs.escape_decode(text.encode("utf-8"))[0]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"bad escape in {text!r}: {exc}") from None
+
+
+def hostport(text, default_host="127.0.0.1"):
+    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` -> (host, port)."""
+    t = text.strip()
+    if t.startswith("["):
+        host, sep, rest = t[1:].partition("]")
+        if not sep or not rest.startswith(":"):
+            raise argparse.ArgumentTypeError(f"expected [ADDRESS]:PORT, not {text!r}")
+        port = rest[1:]
+    elif t.count(":") == 1:
+        host, port = t.split(":")
+    elif t.isdigit():
+        host, port = default_host, t
+    else:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"bad port in {text!r}")
+    return (host or default_host), int(port)
+
+
+def raise_nofile(wanted):
+    """Raise the soft RLIMIT_NOFILE towards ``wanted`` (up to the hard
+    limit); returns the soft limit in force."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover
+        return wanted
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+            soft = new
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def err(prog, message):
+    print(f"{prog}: {message}", file=sys.stderr)

@@ -1,0 +1,258 @@
+"""Scan result records and their writers.
+
+A result is a dict (the JSON Lines record as written):
+
+``ip``, ``port``, ``protocol`` ("tcp"), ``state`` (nmap's: ``open``,
+``closed``, ``filtered``), ``status`` (zgrab2's vocabulary, below),
+``timestamp`` (RFC 3339, UTC), ``rtt_ms`` (connect time), and where they
+apply ``banner`` (text: UTF-8, undecodable bytes as ``\\xNN``),
+``banner_base64`` (the exact bytes, when they are not valid UTF-8),
+``banner_truncated`` (the bounded read stopped at its limit), ``tls`` and
+``error``.
+
+Status (zgrab2's ``ScanStatus``): ``success``, ``connection-refused``,
+``connection-timeout``, ``connection-closed``, ``io-timeout``,
+``protocol-error``, ``application-error``, ``unknown-error``,
+``blacklisted``.  A port is ``open`` when the TCP connection was made,
+whatever the banner read did afterwards.
+"""
+import base64
+import csv
+import datetime
+import io
+import json
+
+STATUSES = (
+    "success",
+    "connection-refused",
+    "connection-timeout",
+    "connection-closed",
+    "io-timeout",
+    "protocol-error",
+    "application-error",
+    "unknown-error",
+    "blacklisted",
+)
+STATES = ("open", "closed", "filtered")
+FORMATS = ("jsonl", "csv", "list", "grepable")
+
+
+def now_rfc3339():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def make_result(ip, port, state, status, *, rtt=None, banner=None, truncated=False,
+                error=None, tls=None, timestamp=None):
+    if state not in STATES:
+        raise ValueError(f"bad state {state!r}")
+    if status not in STATUSES:
+        raise ValueError(f"bad status {status!r}")
+    rec = {
+        "ip": ip,
+        "port": port,
+        "protocol": "tcp",
+        "state": state,
+        "status": status,
+        "timestamp": timestamp or now_rfc3339(),
+    }
+    if rtt is not None:
+        rec["rtt_ms"] = round(rtt * 1000.0, 3)
+    if banner is not None:
+        rec["banner"] = banner.decode("utf-8", "backslashreplace")
+        try:
+            banner.decode("utf-8")
+        except UnicodeDecodeError:
+            rec["banner_base64"] = base64.b64encode(banner).decode("ascii")
+        if truncated:
+            rec["banner_truncated"] = True
+    if tls is not None:
+        rec["tls"] = tls
+    if error is not None:
+        rec["error"] = error
+    return rec
+
+
+def banner_bytes(rec):
+    """The exact banner bytes of a result record (None without banner)."""
+    if "banner_base64" in rec:
+        return base64.b64decode(rec["banner_base64"])
+    if "banner" in rec:
+        return rec["banner"].encode("utf-8")
+    return None
+
+
+def _hostport(ip, port):
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class Writer:
+    """Base writer: ``write(result)`` for each final result, ``close()``.
+
+    Only open ports are written unless ``all_results`` is true (the
+    grepable format counts the others per host either way)."""
+
+    def __init__(self, fh, all_results=False, meta=None):
+        self.fh = fh
+        self.all = all_results
+        self.meta = meta or {}
+        self.written = 0
+        self.start()
+
+    def wants(self, rec):
+        return self.all or rec["state"] == "open"
+
+    def start(self):
+        pass
+
+    def write(self, rec):
+        if self.wants(rec):
+            self.emit(rec)
+            self.written += 1
+
+    def emit(self, rec):
+        raise NotImplementedError
+
+    def flush(self):
+        try:
+            self.fh.flush()
+        except (OSError, ValueError):
+            pass
+
+    def close(self, summary=None):
+        self.finish(summary or {})
+        self.flush()
+
+    def finish(self, summary):
+        pass
+
+
+class JSONLWriter(Writer):
+    def emit(self, rec):
+        self.fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+
+CSV_FIELDS = ["ip", "port", "protocol", "state", "status", "rtt_ms", "banner",
+              "banner_base64", "error", "timestamp"]
+
+
+class CSVWriter(Writer):
+    def start(self):
+        self._csv = csv.DictWriter(self.fh, fieldnames=CSV_FIELDS, extrasaction="ignore",
+                                   lineterminator="\n")
+        self._csv.writeheader()
+
+    def emit(self, rec):
+        self._csv.writerow(rec)
+
+
+class ListWriter(Writer):
+    """masscan's ``-oL`` list: ``open tcp PORT IP EPOCH`` a line."""
+
+    def start(self):
+        self.fh.write("#cypoe\n")
+
+    def emit(self, rec):
+        ts = rec.get("timestamp")
+        try:
+            epoch = int(datetime.datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp())
+        except (AttributeError, ValueError):
+            epoch = 0
+        self.fh.write(f"{rec['state']} tcp {rec['port']} {rec['ip']} {epoch}\n")
+
+    def finish(self, summary):
+        self.fh.write("# end\n")
+
+
+class GrepableWriter(Writer):
+    """nmap's ``-oG``: one ``Host:`` line per address with its ports."""
+
+    def start(self):
+        self._hosts = {}
+        cmd = self.meta.get("command", "cypoe scan")
+        self.fh.write(f"# cypoe scan initiated {now_rfc3339()} as: {cmd}\n")
+
+    def write(self, rec):
+        host = self._hosts.setdefault(rec["ip"], {"ports": [], "ignored": {}})
+        if self.wants(rec):
+            host["ports"].append((rec["port"], rec["state"]))
+            self.written += 1
+        else:
+            host["ignored"][rec["state"]] = host["ignored"].get(rec["state"], 0) + 1
+
+    def finish(self, summary):
+        for ip in sorted(self._hosts, key=_ip_sort_key):
+            host = self._hosts[ip]
+            ports = ", ".join(f"{p}/{s}/tcp//{_service(p)}///" for p, s in sorted(host["ports"]))
+            line = f"Host: {ip} ()\tPorts: {ports}" if ports else f"Host: {ip} ()\tStatus: Up"
+            if host["ignored"]:
+                state, n = max(host["ignored"].items(), key=lambda kv: kv[1])
+                line += f"\tIgnored State: {state} ({n})"
+            self.fh.write(line + "\n")
+        done = summary.get("elapsed_s")
+        tail = f"; scanned in {done:.2f} seconds" if done is not None else ""
+        self.fh.write(f"# cypoe done at {now_rfc3339()} -- {len(self._hosts)} IP addresses{tail}\n")
+
+
+def _service(port):
+    import socket
+    try:
+        return socket.getservbyport(port, "tcp")
+    except (OSError, OverflowError):
+        return ""
+
+
+def _ip_sort_key(ip):
+    import ipaddress
+    a = ipaddress.ip_address(ip)
+    return (a.version, int(a))
+
+
+WRITERS = {"jsonl": JSONLWriter, "csv": CSVWriter, "list": ListWriter, "grepable": GrepableWriter}
+
+
+def make_writer(fmt, fh, all_results=False, meta=None):
+    try:
+        cls = WRITERS[fmt]
+    except KeyError:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}") from None
+    return cls(fh, all_results=all_results, meta=meta)
+
+
+# --- reading back (for tests and for tools that post-process) -------------
+
+def parse_jsonl(text):
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def parse_csv(text):
+    rows = list(csv.DictReader(io.StringIO(text)))
+    for row in rows:
+        row["port"] = int(row["port"])
+    return rows
+
+
+def parse_list(text):
+    out = []
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        state, proto, port, ip, _epoch = line.split()
+        out.append({"state": state, "protocol": proto, "port": int(port), "ip": ip})
+    return out
+
+
+def parse_grepable(text):
+    """-> {ip: {port: state}}"""
+    hosts = {}
+    for line in text.splitlines():
+        if not line.startswith("Host: "):
+            continue
+        fields = line.split("\t")
+        ip = fields[0].split()[1]
+        ports = hosts.setdefault(ip, {})
+        for f in fields[1:]:
+            if f.startswith("Ports: "):
+                for item in f[len("Ports: "):].split(", "):
+                    parts = item.split("/")
+                    ports[int(parts[0])] = parts[1]
+    return hosts

@@ -1,0 +1,281 @@
+"""The network part of ``cypoe scan``: TCPMulti glue.
+
+One TCPMulti session holds every connection in flight.  A :class:`Scanner`
+feeds it from the plan's lazy order, up to ``concurrency`` at once and
+``rate`` new ones per second (a token bucket refilled by a timer), retries
+connect timeouts, reads bounded banners, and hands each final result to
+``on_result``.  It registers with the kernel as a component, so Ctrl-C
+(SIGINT/SIGTERM) stops new connections, lets the ones in flight end and
+returns what was found.
+"""
+import errno
+import ssl as _ssl
+import time
+from collections import deque
+
+from cypoe.cli import common
+from cypoe.cli.output import make_result
+
+# Errors that say "not now" rather than anything about the target: the
+# probe goes back in the queue (without using a try) and launching pauses.
+TRANSIENT = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM, errno.EAGAIN,
+             errno.EADDRNOTAVAIL, errno.EADDRINUSE}
+BACKOFF = 0.05
+
+
+def check():
+    common.require("TCPMulti", "Kernel", "Stream")
+
+
+def _tls_context():
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = _ssl.CERT_NONE
+    return ctx
+
+
+class _Probe:
+    __slots__ = ("ip", "port", "version", "tries", "t0", "rtt", "connected", "data",
+                 "size", "truncated", "done", "released")
+
+    def __init__(self, ip, port, version, tries=0):
+        self.ip, self.port, self.version, self.tries = ip, port, version, tries
+        self.connected = False
+        self.data = None
+        self.size = 0
+        self.truncated = False
+        self.done = False
+        self.released = False
+        self.rtt = None
+
+
+class Scanner:
+    def __init__(self, plan, timing, on_result, *, banners=False, max_read=96 * 1024,
+                 read_timeout=2.0, tls=False, sni=None, kernel=None):
+        self.cypoe = common.require("TCPMulti", "Kernel", "Stream")
+        self.plan = plan
+        self.on_result = on_result
+        self.banners = banners
+        self.max_read = max_read
+        self.read_timeout = read_timeout
+        self.tls = tls
+        self.sni = sni
+        self.timeout = timing.timeout
+        self.retries = timing.retries
+        self.rate = timing.rate
+        limit = common.raise_nofile(timing.concurrency + 256)
+        self.concurrency = max(1, min(timing.concurrency, limit - 64))
+        self.kernel = kernel if kernel is not None else self.cypoe.Kernel()
+        self.items = plan.items()
+        self.retry = deque()
+        self.exhausted = False
+        self.inflight = 0
+        self.launched = 0
+        self.stopping = False
+        self.interrupted = False
+        self.finished = False
+        self.paused_until = 0.0
+        self.pump_timer = None
+        self.multi = self.cypoe.TCPMulti(
+            on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
+            on_error=self._on_error, on_disconnected=self._on_disconnected,
+            on_timeout=self._on_timeout, filter=self.cypoe.Stream(),
+            connect_timeout=self.timeout, input_timeout=0, kernel=self.kernel)
+
+    # -- driving ------------------------------------------------------------
+
+    def run(self):
+        self.t0 = self.kernel.time()
+        self.kernel.register_component(self)
+        self.kernel.delay(0, self._pump)
+        self.kernel.run()
+        return {"interrupted": self.interrupted, "concurrency": self.concurrency}
+
+    def shutdown(self):
+        """SIGINT/SIGTERM: stop launching; connections in flight end."""
+        if not self.finished:
+            self.interrupted = True
+            self.stopping = True
+            self._finish()
+
+    def _finish(self):
+        if self.finished:
+            return
+        self.finished = True
+        if self.pump_timer is not None:
+            self.pump_timer.cancel()
+            self.pump_timer = None
+        self.multi.die()
+        self.kernel.unregister_component(self)
+
+    def _next(self):
+        if self.retry:
+            return self.retry.popleft()
+        if self.exhausted:
+            return None
+        try:
+            ip, port, ver = next(self.items)
+        except StopIteration:
+            self.exhausted = True
+            return None
+        return _Probe(ip, port, ver)
+
+    def _pump(self):
+        self.pump_timer = None
+        if self.stopping:
+            return
+        now = self.kernel.time()
+        if now < self.paused_until:
+            self._schedule(self.paused_until - now)
+            return
+        budget = self.concurrency - self.inflight
+        if self.rate:
+            allowed = int((now - self.t0) * self.rate) + 1 - self.launched
+            # no bursts after a stall: at most one second's worth at once
+            allowed = min(allowed, max(1, int(self.rate)))
+            if allowed <= 0:
+                self._schedule(max(0.001, (self.launched - (now - self.t0) * self.rate) / self.rate))
+                return
+            budget = min(budget, allowed)
+        while budget > 0:
+            p = self._next()
+            if p is None:
+                break
+            self._launch(p)
+            budget -= 1
+        if self.exhausted and not self.retry and self.inflight == 0:
+            self._finish()
+        elif self.rate and self.inflight < self.concurrency and (self.retry or not self.exhausted):
+            self._schedule(1.0 / self.rate if self.rate < 1000 else 0.001)
+
+    def _schedule(self, delay):
+        if self.pump_timer is None and not self.stopping:
+            self.pump_timer = self.kernel.delay(delay, self._pump)
+
+    def _launch(self, p):
+        self.inflight += 1
+        self.launched += 1
+        p.t0 = time.monotonic()
+        self.multi.connect(p.ip, p.port, connect_timeout=self.timeout,
+                           input_timeout=self.read_timeout if self.banners else 0,
+                           heap={"p": p})
+
+    def _release(self, conn):
+        p = conn.heap.get("p")
+        if p is not None and not p.released:
+            p.released = True
+            self.inflight -= 1
+            if not self.stopping:
+                self._schedule(0)  # one pump per loop iteration, not one per release
+        return p
+
+    def _result(self, p, state, status, error=None):
+        if p.done:
+            return
+        p.done = True
+        banner = None
+        if p.connected and self.banners:
+            banner = b"".join(p.data) if p.data else b""
+        self.on_result(make_result(p.ip, p.port, state, status, rtt=p.rtt, banner=banner,
+                                   truncated=p.truncated, error=error))
+
+    # -- TCPMulti callbacks ----------------------------------------------------
+
+    def _on_success(self, conn):
+        p = conn.heap.get("p")
+        if p is None:
+            return
+        p.rtt = time.monotonic() - p.t0
+        local = conn.local_addr
+        if local is not None and local[0] == p.ip and local[1] == p.port:
+            # a TCP self-connect (simultaneous open with our own ephemeral
+            # port): nothing listens there
+            self._result(p, "closed", "connection-refused", error="self-connect")
+            conn.shutdown()
+            return
+        p.connected = True
+        if not self.banners:
+            self._result(p, "open", "success")
+            conn.shutdown()
+            return
+        p.data = []
+        probe = self.plan.probe_for(p.port)
+        if probe:
+            conn.put(probe)
+
+    def _on_input(self, conn, chunk):
+        p = conn.heap.get("p")
+        if p is None or p.done:
+            return
+        room = self.max_read - p.size
+        if len(chunk) >= room:
+            chunk = chunk[:room]
+            p.truncated = True
+        p.data.append(chunk)
+        p.size += len(chunk)
+        if p.truncated:
+            self._result(p, "open", "success")
+            conn.shutdown()
+
+    def _on_error(self, conn, operation, errnum, errstr):
+        p = conn.heap.get("p")
+        if p is None or p.done:
+            return
+        if operation == "read" and errnum == 0:  # EOF: the banner is complete
+            self._result(p, "open", "success" if p.size else "connection-closed")
+        elif operation == "tls":
+            self._result(p, "open", "protocol-error", error=f"tls: {errstr}")
+        else:
+            self._result(p, "open", "success" if p.size else "connection-closed",
+                         error=f"{operation}: {errstr}" if not p.size else None)
+        conn.shutdown()
+
+    def _on_timeout(self, conn):
+        p = conn.heap.get("p")
+        if p is None:
+            return
+        if p.connected:  # banner read timeout
+            self._result(p, "open", "success" if p.size else "io-timeout")
+        elif not p.done:
+            self._connect_timed_out(p)
+        self._release(conn)
+
+    def _connect_timed_out(self, p):
+        if p.tries < self.retries and not self.stopping:
+            p.tries += 1
+            self.retry.append(_Probe(p.ip, p.port, p.version, p.tries))
+            p.done = True
+        else:
+            self._result(p, "filtered", "connection-timeout")
+
+    def _on_failure(self, conn, operation, errnum, errstr):
+        p = conn.heap.get("p")
+        if p is None or p.done:
+            self._release(conn)
+            return
+        if errnum == errno.ECONNREFUSED:
+            self._result(p, "closed", "connection-refused")
+        elif errnum == errno.ETIMEDOUT or operation == "timeout":
+            self._connect_timed_out(p)
+        elif errnum in TRANSIENT:
+            p.done = True
+            self.retry.append(_Probe(p.ip, p.port, p.version, p.tries))
+            self.paused_until = self.kernel.time() + BACKOFF
+        elif errnum in (errno.ECONNRESET, errno.EPIPE):
+            self._result(p, "closed", "connection-refused", error=errstr or None)
+        elif errnum in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EACCES, errno.EPERM):
+            self._result(p, "filtered", "unknown-error", error=f"{operation}: {errstr}")
+        else:
+            self._result(p, "filtered", "unknown-error", error=f"{operation}: {errstr}")
+        self._release(conn)
+
+    def _on_disconnected(self, conn):
+        p = conn.heap.get("p")
+        if p is not None and not p.done:
+            self._result(p, "open", "success" if p.size else "connection-closed")
+        self._release(conn)
+
+
+def scan(plan, timing, on_result, **kw):
+    """Run a scan to the end (or to Ctrl-C); returns an info dict."""
+    return Scanner(plan, timing, on_result, **kw).run()

@@ -1,0 +1,233 @@
+"""The network part of ``cypoe serve``: Server glue and worker processes."""
+import os
+import signal
+import socket
+import ssl as _ssl
+import sys
+import time
+
+from cypoe.cli import common, protocols
+
+
+def check():
+    common.require("Server", "Kernel", "Line", "Stream", "Block")
+
+
+def tls_context(cert, key=None):
+    ctx = _ssl.SSLContext(_ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    return ctx
+
+
+def make_server(protocol, host, port, filter_kind="line", *, max_connections=None,
+                idle_timeout=None, ssl=None, reuse_port=False, kernel=None,
+                started=None, error=None):
+    """A cypoe.Server speaking `protocol` (a name of protocols.PROTOCOLS)."""
+    cy = common.require("Server", "Kernel", "Line", "Stream", "Block")
+    proto = protocols.make_protocol(protocol, filter_kind)
+    filt = {"line": cy.Line, "stream": cy.Stream, "block": cy.Block}[filter_kind]()
+    put_more = proto.streams
+
+    def client_connected(conn):
+        out = proto.connected()
+        if out:
+            conn.put(*out)
+        if proto.close_after_connect:
+            conn.shutdown()
+        elif put_more:
+            conn.heap["state"] = {}
+            conn.put(*proto.more(conn.heap["state"]))
+
+    if protocol == "echo":
+        def client_input(conn, record):
+            conn.put(record)
+    else:
+        def client_input(conn, record):
+            out = proto.input(record)
+            if out:
+                conn.put(*out)
+
+    def client_flushed(conn):
+        if put_more and conn.connected and not conn.shutting_down:
+            conn.put(*proto.more(conn.heap["state"]))
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    kw = {}
+    if put_more:
+        kw["client_flushed"] = client_flushed
+    return cy.Server(port=port, address=host, domain=family,
+                     concurrency=-1 if max_connections is None else max_connections,
+                     reuse_port=reuse_port, client_input=client_input,
+                     client_connected=client_connected, client_filter=filt,
+                     client_input_timeout=idle_timeout, ssl=ssl, kernel=kernel,
+                     started=started, error=error, **kw)
+
+
+def serve_forever(protocol, host, port, filter_kind="line", *, max_connections=None,
+                  idle_timeout=None, ssl=None, reuse_port=False, ready_fd=None, quiet=False):
+    """Serve until SIGINT/SIGTERM (graceful). Reports the bound port, as a
+    line, on `ready_fd` (a failure as a line of text). Returns an exit code."""
+    cy = common.require("Kernel")
+    kernel = cy.Kernel()
+    failed = []
+
+    def on_error(server, operation, errnum, errstr):
+        failed.append(f"{operation}: {errstr}")
+        if not quiet:
+            common.err("cypoe serve", f"{operation} failed: {errstr}")
+
+    server = make_server(protocol, host, port, filter_kind, max_connections=max_connections,
+                         idle_timeout=idle_timeout, ssl=ssl, reuse_port=reuse_port,
+                         kernel=kernel, error=on_error)
+    if failed:
+        if ready_fd is not None:
+            _write_line(ready_fd, "error " + failed[0])
+        return 1
+    if ready_fd is not None:
+        _write_line(ready_fd, str(server.port))
+    kernel.run()
+    return 1 if failed else 0
+
+
+def _write_line(fd, text):
+    os.write(fd, (text + "\n").encode())
+    os.close(fd)
+
+
+def serve_main(args, ssl_ctx):
+    host, port = args.host, args.port
+    opts = dict(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
+                ssl=ssl_ctx)
+    where = f"[{host}]" if ":" in host else host
+    if args.workers == 1:
+        cy = common.require("Kernel")
+        kernel = cy.Kernel()
+        failed = []
+
+        def on_error(server, operation, errnum, errstr):
+            failed.append(errstr)
+            common.err("cypoe serve", f"{operation} failed: {errstr}")
+
+        server = make_server(args.protocol, host, port, args.filter_kind, kernel=kernel,
+                             error=on_error, **opts)
+        if failed:
+            return 1
+        _announce(args, where, server.port)
+        if args.ready_fd is not None:
+            _write_line(args.ready_fd, str(server.port))
+        kernel.run()
+        return 1 if failed else 0
+    return _serve_workers(args, host, port, where, opts)
+
+
+def _announce(args, where, port):
+    tls = ", TLS" if args.tls_cert else ""
+    extra = f", {args.workers} workers" if args.workers > 1 else ""
+    print(f"cypoe serve: {args.protocol} on {where}:{port} (filter {args.filter_kind}{tls}{extra})",
+          flush=True)
+
+
+def _serve_workers(args, host, port, where, opts):
+    """N processes, each with its own listening socket on the same port
+    (SO_REUSEPORT: the kernel spreads the connections)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    holder = None
+    if port == 0:
+        # pick the port once and hold it while the workers bind
+        holder = socket.socket(family, socket.SOCK_STREAM)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind((host, 0))
+        port = holder.getsockname()[1]
+    pids = []
+    ready = []
+    for _ in range(args.workers):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(r)
+                if holder is not None:
+                    holder.close()
+                code = serve_forever(args.protocol, host, port, args.filter_kind,
+                                     reuse_port=True, ready_fd=w, quiet=False, **opts)
+            except BaseException:  # noqa: BLE001
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(w)
+        pids.append(pid)
+        ready.append(r)
+    ok = True
+    for r in ready:
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = os.read(r, 256)
+            if not chunk:
+                break
+            line += chunk
+        os.close(r)
+        if not line.strip().isdigit():
+            ok = False
+    if holder is not None:
+        holder.close()
+    if not ok:
+        common.err("cypoe serve", "a worker failed to start")
+        _stop_all(pids)
+        return 1
+    _announce(args, where, port)
+    if args.ready_fd is not None:
+        _write_line(args.ready_fd, str(port))
+    stop = []
+
+    def forward(signum, frame):
+        stop.append(signum)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        for pid in pids:
+            while True:
+                try:
+                    _, status = os.waitpid(pid, 0)
+                    break
+                except InterruptedError:
+                    continue
+                except ChildProcessError:
+                    status = 0
+                    break
+            if os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
+                code = 1
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    return code
+
+
+def _stop_all(pids, timeout=5.0):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)
