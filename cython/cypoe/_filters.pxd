@@ -86,6 +86,8 @@ cdef class Block(FilterBase):
     cdef tuple _decode_custom(self, const char* p, Py_ssize_t n)
     cdef int _parse_buf(self, list out, Py_ssize_t limit) except -1
     cdef int _feed_object(self, object chunk, list out) except -1
+    cdef Py_ssize_t _header(self, Py_ssize_t n, char* hdr) except -1
+    cdef object _encode_custom(self, object record)
     cdef int _write_frame(self, object record, ByteBuffer out) except -1
 
 

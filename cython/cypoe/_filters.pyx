@@ -27,6 +27,8 @@ from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
                             PyBytes_GET_SIZE)
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from cpython.unicode cimport PyUnicode_Decode
+from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.ref cimport Py_INCREF
 
 from cypoe._buffer cimport ByteBuffer
 
@@ -206,6 +208,12 @@ cdef class Line(FilterBase):
             c = self._parse(self.buf.head(), self.buf.length(), out, -1)
             self.buf.consume(c)
             if self.error is not None:
+                if self.skip >= 0 and pos < n:
+                    # the terminator ended the buffer; its complement byte
+                    # in data belongs to it (as if parsed in one piece)
+                    if <unsigned char>data[pos] == self.skip:
+                        pos += 1
+                    self.skip = -1
                 self.buf.append(data + pos, n - pos)
                 self.dirty = self.buf.length() > 0
                 err, self.error = self.error, None
@@ -307,6 +315,8 @@ cdef class Line(FilterBase):
             q = lf
         if q == NULL:
             return -1
+        if self.mode == MODE_AUTODETECT and q - data + 1 < n:
+            return q - data + 2     # with the byte that tells CR from CRLF
         return q - data + 1
 
     cdef int _absorb(self, const char* data, Py_ssize_t n) except -1:
@@ -520,13 +530,15 @@ cdef class Line(FilterBase):
     def put(self, records):
         """Serialise records: each gets the output terminator appended."""
         cdef list src = records if type(records) is list else list(records)
-        cdef list out = []
-        cdef Py_ssize_t n, tl = PyBytes_GET_SIZE(self.out_term)
+        cdef Py_ssize_t i, n, count = len(src)
+        cdef Py_ssize_t tl = PyBytes_GET_SIZE(self.out_term)
         cdef const char* t = PyBytes_AS_STRING(self.out_term)
+        cdef list out = PyList_New(count)     # filled in place below
         cdef bytes res
         cdef char* w
         cdef object r
-        for r in src:
+        for i in range(count):
+            r = src[i]
             if type(r) is not bytes:
                 r = _ref.record_bytes(r, self.encoding)
             n = PyBytes_GET_SIZE(r)
@@ -534,7 +546,8 @@ cdef class Line(FilterBase):
             w = PyBytes_AS_STRING(res)
             memcpy(w, PyBytes_AS_STRING(r), n)
             memcpy(w + n, t, tl)
-            out.append(res)
+            Py_INCREF(res)
+            PyList_SET_ITEM(out, i, res)
         return out
 
 
@@ -642,18 +655,15 @@ cdef class Block(FilterBase):
                 raise err
         return 0
 
-    cdef int _write_frame(self, object r, ByteBuffer out) except -1:
-        cdef Py_ssize_t n, hn, i
-        cdef char hdr[24]
-        cdef char* w
+    cdef Py_ssize_t _header(self, Py_ssize_t n, char* hdr) except -1:
+        """Write the header of an n-byte payload into hdr; return its size."""
+        cdef Py_ssize_t hn, i
         cdef unsigned long long v
-        if type(r) is not bytes:
-            r = _ref.record_bytes(r, None)
-        n = PyBytes_GET_SIZE(r)
         if self.codec_kind == CODEC_DECIMAL:
-            hn = snprintf(hdr, sizeof(hdr), "%zd", n) + 1
+            hn = snprintf(hdr, 24, "%zd", n) + 1
             hdr[hn - 1] = 0
-        elif self.codec_kind == CODEC_PREFIX:
+            return hn
+        if self.codec_kind == CODEC_PREFIX:
             hn = self.prefix_size
             if hn < 8 and (<unsigned long long>n >> (8 * hn)) != 0:
                 raise FrameTooLong(
@@ -666,15 +676,27 @@ cdef class Block(FilterBase):
                 else:
                     hdr[i] = <char>(v & 0xff)
                 v >>= 8
-        elif self.codec_kind == CODEC_CUSTOM:
-            frame = self.encode(r)
-            if not isinstance(frame, (bytes, bytearray, memoryview)):
-                raise TypeError("length_codec encode must return bytes, not "
-                                + type(frame).__name__)
-            out.append_object(frame)
+            return hn
+        return 0
+
+    cdef object _encode_custom(self, object r):
+        frame = self.encode(r)
+        if not isinstance(frame, (bytes, bytearray, memoryview)):
+            raise TypeError("length_codec encode must return bytes, not "
+                            + type(frame).__name__)
+        return frame
+
+    cdef int _write_frame(self, object r, ByteBuffer out) except -1:
+        cdef Py_ssize_t n, hn
+        cdef char hdr[24]
+        cdef char* w
+        if type(r) is not bytes:
+            r = _ref.record_bytes(r, None)
+        if self.codec_kind == CODEC_CUSTOM:
+            out.append_object(self._encode_custom(r))
             return 0
-        else:
-            hn = 0
+        n = PyBytes_GET_SIZE(r)
+        hn = self._header(n, hdr)
         if hn + n == 0:
             return 0            # reserve(0) may return NULL on an empty buffer
         w = out.reserve(hn + n)
@@ -891,16 +913,29 @@ cdef class Block(FilterBase):
         cdef list src = records if type(records) is list else list(records)
         cdef list out = []
         cdef ByteBuffer tmp
+        cdef Py_ssize_t n, hn
+        cdef char hdr[24]
+        cdef char* w
+        cdef bytes res
         if self.codec_kind == CODEC_FIXED:
             tmp = ByteBuffer()
             for r in src:
                 self._write_frame(r, tmp)
             return [tmp.to_bytes()]
-        tmp = ByteBuffer(256)
         for r in src:
-            tmp.clear()
-            self._write_frame(r, tmp)
-            out.append(tmp.to_bytes())
+            if type(r) is not bytes:
+                r = _ref.record_bytes(r, None)
+            if self.codec_kind == CODEC_CUSTOM:
+                frame = self._encode_custom(r)
+                out.append(frame if type(frame) is bytes else bytes(frame))
+                continue
+            n = PyBytes_GET_SIZE(r)
+            hn = self._header(n, hdr)
+            res = PyBytes_FromStringAndSize(NULL, hn + n)
+            w = PyBytes_AS_STRING(res)
+            memcpy(w, hdr, hn)
+            memcpy(w + hn, PyBytes_AS_STRING(r), n)
+            out.append(res)
         return out
 
 

@@ -359,3 +359,23 @@ def test_clone_has_settings_and_empty_buffer(impl):
     assert g.get([b"x|y"]) == [b"x"]
     with pytest.raises(LineTooLong):
         g.get([b"123456"])
+
+
+def test_error_at_a_terminator_split_across_chunks(impl):
+    # found by the compiled-vs-reference property: the LF ends one chunk's
+    # line, the CR in the next chunk belongs to the same terminator even
+    # when the line raised.
+    f = impl.Line(encoding="utf-8")
+    with pytest.raises(FrameError):
+        f.get([b"\x80", b"\n\r"])
+    assert f.get_pending() is None
+    assert f.get([b"ok\n"]) == ["ok"]
+
+
+def test_autodetect_error_at_the_detecting_terminator(impl):
+    # found by the compiled-vs-reference property
+    f = impl.Line(autodetect=True, max_length=3)
+    with pytest.raises(LineTooLong):
+        f.get([b"\0\0", b"aa\ra"])
+    assert f.get_pending() == b"a"
+    assert f.get([b"b\r"]) == [b"ab"]
