@@ -108,6 +108,8 @@ class Writer:
         if self.wants(rec):
             self.emit(rec)
             self.written += 1
+            if rec["state"] == "open":
+                self.flush()  # what was found survives whatever happens next
 
     def emit(self, rec):
         raise NotImplementedError

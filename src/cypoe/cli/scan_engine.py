@@ -52,7 +52,19 @@ class _Probe:
 class Scanner:
     def __init__(self, plan, timing, on_result, *, banners=False, max_read=96 * 1024,
                  read_timeout=2.0, tls=False, sni=None, kernel=None):
-        self.cypoe = common.require("TCPMulti", "Kernel", "Stream")
+        cy = common.require("TCPMulti", "Kernel", "Stream")
+        self._setup(plan, timing, on_result, banners=banners, max_read=max_read,
+                    read_timeout=read_timeout, tls=tls, sni=sni,
+                    kernel=kernel if kernel is not None else cy.Kernel())
+        self.multi = cy.TCPMulti(
+            on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
+            on_error=self._on_error, on_disconnected=self._on_disconnected,
+            on_timeout=self._on_timeout, filter=cy.Stream(),
+            connect_timeout=self.timeout, input_timeout=0, kernel=self.kernel)
+
+    def _setup(self, plan, timing, on_result, *, banners, max_read, read_timeout, tls, sni,
+               kernel):
+        """Everything but the network: the state the callbacks work on."""
         self.plan = plan
         self.on_result = on_result
         self.banners = banners
@@ -65,7 +77,7 @@ class Scanner:
         self.rate = timing.rate
         limit = common.raise_nofile(timing.concurrency + 256)
         self.concurrency = max(1, min(timing.concurrency, limit - 64))
-        self.kernel = kernel if kernel is not None else self.cypoe.Kernel()
+        self.kernel = kernel
         self.items = plan.items()
         self.retry = deque()
         self.exhausted = False
@@ -76,11 +88,6 @@ class Scanner:
         self.finished = False
         self.paused_until = 0.0
         self.pump_timer = None
-        self.multi = self.cypoe.TCPMulti(
-            on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
-            on_error=self._on_error, on_disconnected=self._on_disconnected,
-            on_timeout=self._on_timeout, filter=self.cypoe.Stream(),
-            connect_timeout=self.timeout, input_timeout=0, kernel=self.kernel)
 
     # -- driving ------------------------------------------------------------
 
