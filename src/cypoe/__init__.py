@@ -24,6 +24,7 @@ from cypoe.errors import (
     LineTooLong,
 )
 from cypoe._kernel import Kernel, Session, Timer, default_kernel
+from cypoe._io import SocketFactory, ReadWrite, TLS
 
 #: The process's default Kernel.
 kernel = default_kernel()
@@ -46,6 +47,9 @@ __all__ = [
     "kernel",
     "run",
     "stop",
+    "SocketFactory",
+    "ReadWrite",
+    "TLS",
     "CypoeError",
     "FilterError",
     "LineTooLong",

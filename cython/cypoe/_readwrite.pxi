@@ -1,0 +1,1050 @@
+# ReadWrite: buffered, filtered I/O on one connection (included by _io.pyx).
+
+cdef enum:
+    F_WNOTSOCK = 16384   # the output side is not a socket: write() instead of send()
+
+
+cdef object _check_filter(object f, str name, bint need_input, bint need_output):
+    if isinstance(f, FilterBase):
+        return f
+    if need_input and not (hasattr(f, "get_one_start") and hasattr(f, "get_one")
+                           and hasattr(f, "get_pending")):
+        raise TypeError(f"{name}: expected a Filter, not {type(f).__name__}")
+    if need_output and not hasattr(f, "put"):
+        raise TypeError(f"{name}: expected a Filter, not {type(f).__name__}")
+    return f
+
+
+cdef Py_ssize_t _mark_value(object v, str name) except -1:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise TypeError(f"{name}: expected an int, not {type(v).__name__}")
+    if v <= 0:
+        raise ValueError(f"{name}: must be > 0, not {v}")
+    return v
+
+
+cdef class ReadWrite(Handler):
+    """Buffered, filtered I/O on a non-blocking handle (POE::Wheel::ReadWrite).
+
+    See API.md ("ReadWrite") and docs/readwrite.rst.  Callbacks receive the
+    ReadWrite first.  An exception raised by a callback is reported through
+    the kernel's exception handler (logger ``cypoe`` by default) and closes
+    this ReadWrite; the loop and every other connection go on.  A ReadWrite
+    owns its handle: ``close()`` closes it.
+    """
+
+    def __cinit__(self):
+        self.id = _new_id()
+        self._flags = 0
+        self._high = 0
+        self._low = 0
+        self._out_msgs = 0
+
+    def __init__(self, handle=None, *, input_handle=None, output_handle=None,
+                 driver=None, filter=None, input_filter=None, output_filter=None,
+                 on_input, on_error=None, on_flushed=None,
+                 high_mark=None, low_mark=None, on_high=None, on_low=None,
+                 kernel=None, on_handshake=None):
+        cdef Kernel k
+        cdef _OutSide ws
+        cdef Py_ssize_t hi = 0, lo = 0
+        if self.kernel is not None:
+            raise CypoeError("ReadWrite is already initialised")
+        if not callable(on_input):
+            raise TypeError(f"on_input: expected a callable, not {type(on_input).__name__}")
+        for name, cb in (("on_error", on_error), ("on_flushed", on_flushed),
+                         ("on_high", on_high), ("on_low", on_low),
+                         ("on_handshake", on_handshake)):
+            if cb is not None and not callable(cb):
+                raise TypeError(f"{name}: expected a callable or None, not {type(cb).__name__}")
+        marks = {"high_mark": high_mark, "low_mark": low_mark,
+                 "on_high": on_high, "on_low": on_low}
+        given = [n for n, v in marks.items() if v is not None]
+        if given and len(given) != 4:
+            missing = [n for n in marks if n not in given]
+            raise TypeError(f"{missing[0]}: high_mark, low_mark, on_high and on_low "
+                            f"go together")
+        if given:
+            hi = _mark_value(high_mark, "high_mark")
+            lo = _mark_value(low_mark, "low_mark")
+            if lo >= hi:
+                raise ValueError(f"low_mark: must be < high_mark ({lo} >= {hi})")
+        if kernel is None:
+            kernel = _default_kernel()
+        elif not isinstance(kernel, Kernel):
+            raise TypeError(f"kernel: expected a Kernel, not {type(kernel).__name__}")
+        k = <Kernel>kernel
+        if driver is not None and not isinstance(driver, TLS):
+            raise TypeError(f"driver: expected None or cypoe.TLS, not {type(driver).__name__}")
+        if handle is not None:
+            if input_handle is not None or output_handle is not None:
+                raise ValueError("handle: give either handle or input_handle and output_handle")
+            in_h = out_h = handle
+        elif input_handle is None or output_handle is None:
+            raise TypeError("handle: required (or both input_handle and output_handle)")
+        else:
+            in_h, out_h = input_handle, output_handle
+        tls_ctx = None
+        tls_server = False
+        tls_host = None
+        tls_timeout = 10.0
+        if type(in_h).__name__ == "SSLSocket" and isinstance(in_h, _ssl_mod().SSLSocket):
+            if out_h is not in_h:
+                raise ValueError("handle: an SSLSocket cannot be split into two handles")
+            if driver is not None:
+                raise ValueError("driver: the handle is already an SSLSocket")
+            if in_h.version() is not None:
+                raise ValueError("handle: the SSLSocket's handshake is already done; "
+                                 "pass the plain socket with driver=cypoe.TLS(...)")
+            tls_ctx, tls_server, tls_host = in_h.context, in_h.server_side, in_h.server_hostname
+            fam, typ, proto = in_h.family, in_h.type, in_h.proto
+            in_h = out_h = _socket.socket(fam, typ, proto, in_h.detach())
+        elif driver is not None:
+            tls_ctx = (<TLS>driver).context
+            tls_server = (<TLS>driver).server_side
+            tls_host = (<TLS>driver).server_hostname
+            tls_timeout = (<TLS>driver).handshake_timeout
+        in_fd = _fileno_of(in_h, "input_handle" if handle is None else "handle")
+        out_fd = _fileno_of(out_h, "output_handle" if handle is None else "handle")
+        inf = input_filter if input_filter is not None else filter
+        if inf is None:
+            inf = _default_line()
+        outf = output_filter if output_filter is not None else filter
+        if outf is None:
+            outf = inf if input_filter is None else _default_line()
+        _check_filter(inf, "input_filter" if input_filter is not None else "filter", True, False)
+        _check_filter(outf, "output_filter" if output_filter is not None else "filter", False, True)
+
+        os.set_blocking(in_fd, False)
+        if not _fd_is_socket(in_fd):
+            self._flags |= F_NOTSOCK
+        if isinstance(in_h, _socket.socket):
+            self._sock = in_h
+        self._cb_input = on_input
+        self._cb_error = on_error
+        self._cb_flushed = on_flushed
+        self._cb_high = on_high
+        self._cb_low = on_low
+        if on_handshake is not None:
+            self._x = _RWExtra()
+            self._x.on_handshake = on_handshake
+        self.setup(k, in_fd, inf, outf, False)
+        if out_fd != in_fd:
+            os.set_blocking(out_fd, False)
+            if not _fd_is_socket(out_fd):
+                self._flags |= F_WNOTSOCK
+            if self._x is None:
+                self._x = _RWExtra()
+            ws = _OutSide()
+            ws.rw = self
+            try:
+                k.register(ws, out_fd, 0, False)
+            except BaseException:
+                k.unregister(self)
+                raise
+            self._x.wside = ws
+            self._x.wsock = out_h if isinstance(out_h, _socket.socket) else None
+        elif self._flags & F_NOTSOCK:
+            self._flags |= F_WNOTSOCK
+        if given:
+            self.set_marks(hi, lo)
+        if tls_ctx is not None:
+            self.start_tls(tls_ctx, tls_server, tls_host, tls_timeout)
+
+    # ------------------------------------------------------------------
+    # C face
+
+    cdef int setup(self, Kernel k, int fd, object in_filter, object out_filter,
+                   bint connecting) except -1:
+        if in_filter is None:
+            in_filter = _default_line()
+        if out_filter is None:
+            out_filter = in_filter
+        self._in_f = in_filter
+        self._cin = <FilterBase>in_filter if isinstance(in_filter, FilterBase) else None
+        self._out_f = out_filter
+        self._cout = <FilterBase>out_filter if isinstance(out_filter, FilterBase) else None
+        if connecting:
+            self._flags |= F_CONNECTING
+            k.register(self, fd, EV_WRITE)
+        else:
+            k.register(self, fd, EV_READ)
+        return 0
+
+    cdef int set_marks(self, Py_ssize_t high, Py_ssize_t low) except -1:
+        if high == 0 and low == 0:
+            self._flags &= ~(F_MARKS | F_ABOVE)
+            return 0
+        if high <= 0 or low <= 0 or low >= high:
+            raise ValueError(f"low_mark/high_mark: need 0 < low_mark < high_mark "
+                             f"(got {low}, {high})")
+        self._high = high
+        self._low = low
+        self._flags |= F_MARKS
+        return 0
+
+    cdef int start_tls(self, object context, bint server_side, object server_hostname,
+                       double timeout) except -1:
+        cdef _TLSState t
+        cdef Kernel k = self.kernel
+        ssl = _ssl_mod()
+        if self._flags & F_TLS:
+            raise CypoeError("TLS is already active on this ReadWrite")
+        t = _TLSState()
+        t.inbio = ssl.MemoryBIO()
+        t.outbio = ssl.MemoryBIO()
+        t.sslobj = context.wrap_bio(t.inbio, t.outbio, server_side=server_side,
+                                    server_hostname=server_hostname)
+        if self._x is None:
+            self._x = _RWExtra()
+        self._x.tls = t
+        self._flags |= F_TLS
+        t.timer = k.schedule(k.now() + timeout, self._tls_timeout, (), None, False)
+        if not (self._flags & F_CONNECTING):
+            self._tls_handshake()
+        return 0
+
+    cdef bint is_closed(self):
+        return (self._flags & F_CLOSED) != 0
+
+    cdef Py_ssize_t pending_out(self):
+        cdef Py_ssize_t n = 0
+        if self._obuf is not None:
+            n = self._obuf.length()
+        if self._flags & F_TLS:
+            n += (<_TLSState>self._x.tls).raw.length()
+        return n
+
+    cdef int _wfd(self):
+        if self._x is not None and self._x.wside is not None:
+            return self._x.wside.fd
+        return self.fd
+
+    cdef int _update_interest(self) except -1:
+        cdef unsigned int f = self._flags
+        cdef int want = 0, wwant = 0
+        cdef _TLSState t = None
+        if (f & F_CLOSED) or self.fd < 0:
+            return 0
+        if f & F_TLS:
+            t = <_TLSState>self._x.tls
+        if f & F_CONNECTING:
+            want = EV_WRITE
+        else:
+            if not (f & (F_EOF | F_PAUSED)):
+                want = EV_READ
+            elif t is not None and not t.done and not (f & F_EOF):
+                want = EV_READ          # the handshake needs reading even when paused
+            if not (f & F_WDONE):
+                if t is not None:
+                    if t.raw.length() > 0 or (t.done and self._obuf is not None
+                                              and self._obuf.length() > 0):
+                        wwant = EV_WRITE
+                elif self._obuf is not None and self._obuf.length() > 0:
+                    wwant = EV_WRITE
+        if self._x is not None and self._x.wside is not None:
+            self.kernel.set_interest(self._x.wside, wwant)
+            self.kernel.set_interest(self, want)
+        else:
+            self.kernel.set_interest(self, want | wwant)
+        return 0
+
+    # -- events ---------------------------------------------------------
+
+    cdef int _on_input(self, object record) except -1:
+        self._cb_input(self, record)
+        return 0
+
+    cdef int _on_error(self, str op, int errnum, str errstr) except -1:
+        if self._cb_error is not None:
+            self._cb_error(self, op, errnum, errstr)
+        return 0
+
+    cdef int _on_flushed(self) except -1:
+        if self._cb_flushed is not None:
+            self._cb_flushed(self)
+        return 0
+
+    cdef int _on_high(self) except -1:
+        if self._cb_high is not None:
+            self._cb_high(self)
+        return 0
+
+    cdef int _on_low(self) except -1:
+        if self._cb_low is not None:
+            self._cb_low(self)
+        return 0
+
+    cdef int _on_connected(self) except -1:
+        return 0
+
+    cdef int _on_handshake(self) except -1:
+        if self._x is not None and self._x.on_handshake is not None:
+            self._x.on_handshake(self)
+        return 0
+
+    cdef int _user_exception(self, object exc) except -1:
+        self.kernel.report_exception(
+            "Exception in a ReadWrite callback (the connection is closed)", exc, self)
+        self.c_close()
+        return 0
+
+    cdef int _dispatch_input(self, object record) except -1:
+        cdef unsigned int busy = self._flags & F_BUSY
+        cdef object err = None
+        self._flags |= F_BUSY
+        try:
+            self._on_input(record)
+        except Exception as exc:
+            err = exc
+        finally:
+            self._flags = (self._flags & ~F_BUSY) | busy
+        if err is not None:
+            self._user_exception(err)
+        return 0
+
+    cdef int _emit(self, int kind, str op, int errnum, str errstr) except -1:
+        cdef object err = None
+        if self._flags & F_CLOSED:
+            return 0
+        if self._flags & F_BUSY:
+            # Never re-entrant for one connection: queue it behind the
+            # callback that caused it.
+            self.kernel.call_soon(self._deferred, (kind, op, errnum, errstr))
+            return 0
+        self._flags |= F_BUSY
+        try:
+            if kind == K_ERROR:
+                self._on_error(op, errnum, errstr)
+            elif kind == K_FLUSHED:
+                self._on_flushed()
+            elif kind == K_HIGH:
+                self._on_high()
+            elif kind == K_LOW:
+                self._on_low()
+            elif kind == K_CONNECTED:
+                self._on_connected()
+            elif kind == K_HANDSHAKE:
+                self._on_handshake()
+        except Exception as exc:
+            err = exc
+        finally:
+            self._flags &= ~F_BUSY
+        if err is not None:
+            self._user_exception(err)
+        return 0
+
+    def _deferred(self, int kind, op, int errnum, errstr):
+        self._emit(kind, op, errnum, errstr)
+
+    # -- reading --------------------------------------------------------
+
+    cdef int on_readable(self) except -1:
+        cdef Kernel k
+        cdef ssize_t n
+        cdef int reads = 0, err, fd
+        cdef unsigned int f = self._flags
+        if f & (F_CLOSED | F_EOF | F_PAUSED | F_CONNECTING | F_TLS):
+            if f & F_CLOSED:
+                return 0
+            if f & F_CONNECTING:
+                return self._finish_connect()
+            if (f & F_TLS) and not (f & F_EOF):
+                if not (f & F_PAUSED) or not (<_TLSState>self._x.tls).done:
+                    return self._tls_readable()
+            return 0
+        k = self.kernel
+        fd = self.fd
+        while True:
+            if f & F_NOTSOCK:
+                n = c_read(fd, k.rbuf, k.rbuf_size)
+            else:
+                n = recv(fd, k.rbuf, k.rbuf_size, 0)
+            if n > 0:
+                self._feed(k.rbuf, n)
+                if self._flags & (F_CLOSED | F_EOF | F_PAUSED):
+                    return 0
+                reads += 1
+                # A short read drained the socket: skip the EAGAIN round trip.
+                if n < k.rbuf_size or reads >= MAX_READS:
+                    return 0
+                continue
+            if n == 0:
+                return self._eof()
+            err = errno
+            if err == EINTR:
+                continue
+            if err == EAGAIN or err == EWOULDBLOCK:
+                return 0
+            return self._hard_error("read", err, _strerror(err))
+
+    cdef int _feed(self, const char* data, Py_ssize_t n) except -1:
+        if self._cin is not None:
+            return self._feed_c(self._cin, data, n)
+        return self._feed_py(self._in_f, [PyBytes_FromStringAndSize(data, n)])
+
+    cdef int _feed_c(self, FilterBase f, const char* data, Py_ssize_t n) except -1:
+        cdef list out = []
+        cdef object p0 = None
+        cdef object err
+        cdef Py_ssize_t i, m, done = 0
+        cdef bint first = True
+        cdef unsigned int inbatch = self._flags & F_INBATCH
+        if f.has_pending():
+            # Kept only so that a filter switch in the middle of this batch
+            # can find the bytes after the record it happened on.
+            p0 = f.get_pending()
+        self._flags |= F_INBATCH
+        try:
+            while True:
+                err = None
+                try:
+                    if first:
+                        f.feed(data, n, out)
+                    else:
+                        f.feed(NULL, 0, out)
+                except FilterError as exc:
+                    err = exc
+                m = len(out)
+                for i in range(m):
+                    self._dispatch_input(out[i])
+                    done += 1
+                    if self._flags & (F_CLOSED | F_EOF):
+                        return 0
+                    if self._flags & F_SWITCHED:
+                        self._flags &= ~F_SWITCHED
+                        if self._in_f is not f:
+                            if i == m - 1 and err is None:
+                                return self._feed_any(f.get_pending())
+                            return self._switched(f, p0, data, n, done)
+                if m:
+                    del out[:]
+                if err is None:
+                    return 0
+                self._emit(K_ERROR, "filter", EMSGSIZE, str(err))
+                if self._flags & (F_CLOSED | F_EOF):
+                    return 0
+                if self._flags & F_SWITCHED:
+                    self._flags &= ~F_SWITCHED
+                    if self._in_f is not f:
+                        if isinstance(err, BufferOverflow) and first:
+                            return self._feed_any(f.get_pending())
+                        return self._switched(f, p0, data, n, done)
+                if first and isinstance(err, BufferOverflow):
+                    return 0
+                first = False
+        finally:
+            self._flags = (self._flags & ~F_INBATCH) | inbatch
+
+    cdef int _switched(self, object old, object p0, const char* data, Py_ssize_t n,
+                       Py_ssize_t done) except -1:
+        # The old filter framed the whole read at once; replay the same
+        # input through a fresh copy of it, one record at a time, to find
+        # the bytes that follow the last record delivered.
+        cdef Py_ssize_t got = 0, errors = 0
+        chunk = PyBytes_FromStringAndSize(data, n) if data != NULL else b""
+        if p0:
+            chunk = bytes(p0) + chunk
+        try:
+            clone = old.clone()
+            clone.get_one_start([chunk])
+            while got < done:
+                try:
+                    recs = clone.get_one()
+                except FilterError:
+                    errors += 1
+                    if errors > 1000000:
+                        break
+                    continue
+                if not recs:
+                    break
+                got += len(recs)
+            rest = clone.get_pending()
+        except FilterError:
+            rest = old.get_pending()
+        return self._feed_any(rest)
+
+    cdef int _feed_any(self, object pending) except -1:
+        cdef bytes b
+        if pending is None:
+            return 0
+        if isinstance(pending, list):
+            if not pending:
+                return 0
+            if self._cin is not None:
+                b = b"".join([bytes(x) for x in pending
+                              if isinstance(x, (bytes, bytearray, memoryview))])
+                if b:
+                    return self._feed_c(self._cin, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+                return 0
+            return self._feed_py(self._in_f, pending)
+        if not len(pending):
+            return 0
+        if self._cin is not None:
+            b = bytes(pending)
+            return self._feed_c(self._cin, PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b))
+        return self._feed_py(self._in_f, [pending])
+
+    cdef int _feed_py(self, object f, object chunks) except -1:
+        cdef Py_ssize_t errors = 0
+        cdef unsigned int inbatch = self._flags & F_INBATCH
+        self._flags |= F_INBATCH
+        try:
+            try:
+                f.get_one_start(chunks)
+            except FilterError as exc:
+                self._emit(K_ERROR, "filter", EMSGSIZE, str(exc))
+                return 0
+            while True:
+                try:
+                    recs = f.get_one()
+                except FilterError as exc:
+                    for rec in exc.records:
+                        self._dispatch_input(rec)
+                        if self._flags & (F_CLOSED | F_EOF):
+                            return 0
+                    self._emit(K_ERROR, "filter", EMSGSIZE, str(exc))
+                    if self._flags & (F_CLOSED | F_EOF):
+                        return 0
+                    if self._flags & F_SWITCHED:
+                        self._flags &= ~F_SWITCHED
+                        if self._in_f is not f:
+                            return self._feed_any(f.get_pending())
+                    errors += 1
+                    if errors > 1000000:       # a filter that makes no progress
+                        return 0
+                    continue
+                if not recs:
+                    return 0
+                for rec in recs:
+                    self._dispatch_input(rec)
+                    if self._flags & (F_CLOSED | F_EOF):
+                        return 0
+                    if self._flags & F_SWITCHED:
+                        self._flags &= ~F_SWITCHED
+                        if self._in_f is not f:
+                            return self._feed_any(f.get_pending())
+        finally:
+            self._flags = (self._flags & ~F_INBATCH) | inbatch
+
+    cdef int _eof(self) except -1:
+        self._flags |= F_EOF
+        self._update_interest()
+        return self._emit(K_ERROR, "read", 0, "")
+
+    cdef int _hard_error(self, str op, int err, str text) except -1:
+        cdef _TLSState t
+        if self._flags & (F_DEAD | F_CLOSED):
+            return 0
+        self._flags |= F_DEAD | F_EOF | F_WDONE
+        _drop_output(self)
+        if self._flags & F_TLS:
+            t = <_TLSState>self._x.tls
+            if t.timer is not None:
+                self.kernel.cancel_timer(t.timer)
+                t.timer = None
+        self._update_interest()
+        return self._emit(K_ERROR, op, err, text)
+
+    cdef int _finish_connect(self) except -1:
+        cdef int err = 0
+        cdef socklen_t sl = sizeof(int)
+        if getsockopt(self.fd, SOL_SOCKET, SO_ERROR, &err, &sl) < 0:
+            err = errno
+        if err == EINPROGRESS or err == EALREADY or err == EINTR:
+            return 0
+        self._flags &= ~F_CONNECTING
+        if err:
+            self._flags |= F_DEAD | F_EOF | F_WDONE
+            _drop_output(self)
+            self._update_interest()
+            return self._emit(K_ERROR, "connect", err, _strerror(err))
+        self._update_interest()
+        self._emit(K_CONNECTED, None, 0, None)
+        if self._flags & F_CLOSED:
+            return 0
+        if self._flags & F_TLS:
+            return self._tls_handshake()
+        if self.pending_out() > 0 or (self._flags & F_SHUT_OUT):
+            self._write_now()
+        return 0
+
+    # -- writing --------------------------------------------------------
+
+    cdef int c_put(self, tuple records) except -1:
+        cdef ByteBuffer buf
+        cdef unsigned int f = self._flags
+        if f & (F_CLOSED | F_WDONE | F_SHUT_OUT):
+            return 0
+        buf = self._obuf
+        if buf is None:
+            buf = self._obuf = ByteBuffer()
+        if self._cout is not None:
+            self._cout.put_into(records, buf)
+        else:
+            for chunk in self._out_f.put(list(records)):
+                buf.append_object(chunk)
+        self._out_msgs += len(records)
+        if f & F_MARKS:
+            if not (f & F_ABOVE) and self.pending_out() >= self._high:
+                # One write first: what the kernel takes at once never counts.
+                self._write_now()
+                if self._flags & (F_CLOSED | F_WDONE):
+                    return 0
+                if self.pending_out() >= self._high and not (self._flags & F_ABOVE):
+                    self._flags |= F_ABOVE
+                    self._emit(K_HIGH, None, 0, None)
+            if self.pending_out() >= self._high:
+                if not (self.interest & EV_WRITE) and not self.dirty:
+                    self.kernel.mark_dirty(self)
+                return 1
+        if not self.dirty and not (self.interest & EV_WRITE) and not (f & F_CONNECTING) \
+                and self.fd >= 0:
+            self.kernel.mark_dirty(self)
+        return 0
+
+    cdef int c_put1(self, object record) except -1:
+        return self.c_put((record,))
+
+    cdef int c_flush(self) except -1:
+        if not (self._flags & (F_CLOSED | F_WDONE | F_CONNECTING)):
+            self._write_now()
+        return 0
+
+    cdef int on_flush(self) except -1:
+        if self._flags & (F_CLOSED | F_WDONE | F_CONNECTING):
+            return 0
+        return self._write_now()
+
+    cdef int on_writable(self) except -1:
+        if self._flags & F_CONNECTING:
+            return self._finish_connect()
+        return self._write_now()
+
+    cdef ByteBuffer _out_buffer(self):
+        cdef _TLSState t
+        cdef ByteBuffer ob = self._obuf
+        if not (self._flags & F_TLS):
+            return ob
+        t = <_TLSState>self._x.tls
+        if t.done and ob is not None and ob.length() > 0 and not t.closing:
+            t.sslobj.write(ob.to_bytes())
+            ob.clear()
+            self._tls_pump()
+        return t.raw
+
+    cdef int _write_now(self) except -1:
+        cdef ByteBuffer buf
+        cdef ssize_t n
+        cdef Py_ssize_t length
+        cdef int fd, err
+        cdef bint wrote = False
+        if self._flags & (F_CLOSED | F_WDONE | F_CONNECTING):
+            return 0
+        buf = self._out_buffer()
+        fd = self._wfd()
+        while buf is not None and buf.length() > 0:
+            length = buf.length()
+            if self._flags & F_WNOTSOCK:
+                n = c_write(fd, buf.head(), length)
+            else:
+                n = send(fd, buf.head(), length, MSG_NOSIGNAL)
+            if n >= 0:
+                buf.consume(n)
+                wrote = True
+                if n < length:
+                    break
+                continue
+            err = errno
+            if err == EINTR:
+                continue
+            if err == EAGAIN or err == EWOULDBLOCK:
+                break
+            return self._hard_error("write", err, _strerror(err))
+        return self._after_write(wrote)
+
+    cdef int _after_write(self, bint wrote) except -1:
+        cdef Py_ssize_t pend = self.pending_out()
+        cdef _TLSState t
+        if self._flags & F_CLOSED:
+            return 0
+        if pend == 0:
+            self._out_msgs = 0
+            if self._obuf is not None:
+                self._obuf.shrink(0)
+            if (self._flags & F_SHUT_OUT) and not (self._flags & F_WDONE):
+                if self._flags & F_TLS:
+                    t = <_TLSState>self._x.tls
+                    if t.done and not t.closing:
+                        t.closing = True
+                        try:
+                            t.sslobj.unwrap()
+                        except (_ssl.SSLError, ValueError):
+                            pass   # close_notify is queued; the peer's reply is not awaited
+                        self._tls_pump()
+                        if t.raw.length() > 0:
+                            return self._write_now()
+                self._flags |= F_WDONE
+                if not (self._flags & F_WNOTSOCK):
+                    shutdown(self._wfd(), SHUT_WR)
+            self._update_interest()
+            if wrote:
+                if self._flags & F_ABOVE:
+                    self._flags &= ~F_ABOVE
+                    self._emit(K_LOW, None, 0, None)
+                self._emit(K_FLUSHED, None, 0, None)
+            return 0
+        if (self._flags & F_ABOVE) and pend <= self._low:
+            self._flags &= ~F_ABOVE
+            self._emit(K_LOW, None, 0, None)
+        return self._update_interest()
+
+    # -- TLS --------------------------------------------------------------
+
+    cdef int _tls_pump(self) except -1:
+        cdef _TLSState t = <_TLSState>self._x.tls
+        if t.outbio.pending:
+            t.raw.append_object(t.outbio.read())
+        return 0
+
+    cdef int _tls_handshake(self) except -1:
+        cdef _TLSState t = <_TLSState>self._x.tls
+        ssl = _ssl
+        try:
+            t.sslobj.do_handshake()
+        except ssl.SSLWantReadError:
+            self._tls_pump()
+            return self._write_now()
+        except ssl.SSLError as exc:
+            self._tls_pump()
+            self._write_now()       # the alert, best effort
+            return self._hard_error("tls", EPROTO, str(exc))
+        t.done = True
+        if t.timer is not None:
+            self.kernel.cancel_timer(t.timer)
+            t.timer = None
+        self._emit(K_HANDSHAKE, None, 0, None)
+        if self._flags & F_CLOSED:
+            return 0
+        self._tls_pump()
+        return self._write_now()
+
+    def _tls_timeout(self):
+        cdef _TLSState t
+        if self._flags & F_CLOSED or not (self._flags & F_TLS):
+            return
+        t = <_TLSState>self._x.tls
+        t.timer = None
+        if not t.done:
+            self._hard_error("tls", ETIMEDOUT, "TLS handshake timed out")
+
+    cdef int _tls_readable(self) except -1:
+        cdef _TLSState t = <_TLSState>self._x.tls
+        cdef Kernel k = self.kernel
+        cdef ssize_t n
+        cdef int reads = 0, err, fd = self.fd
+        cdef bint eof = False
+        ssl = _ssl
+        while True:
+            if self._flags & F_NOTSOCK:
+                n = c_read(fd, k.rbuf, k.rbuf_size)
+            else:
+                n = recv(fd, k.rbuf, k.rbuf_size, 0)
+            if n > 0:
+                t.inbio.write(PyBytes_FromStringAndSize(k.rbuf, n))
+                reads += 1
+                if n < k.rbuf_size or reads >= MAX_READS:
+                    break
+                continue
+            if n == 0:
+                t.inbio.write_eof()
+                eof = True
+                break
+            err = errno
+            if err == EINTR:
+                continue
+            if err == EAGAIN or err == EWOULDBLOCK:
+                break
+            return self._hard_error("read", err, _strerror(err))
+        if not t.done:
+            self._tls_handshake()
+            if not t.done or (self._flags & (F_CLOSED | F_DEAD)):
+                if eof and not (self._flags & (F_CLOSED | F_DEAD)):
+                    self._hard_error("tls", ECONNRESET, "EOF during the TLS handshake")
+                return 0
+        while not (self._flags & (F_CLOSED | F_EOF)):
+            try:
+                pt = t.sslobj.read(TLS_READ)
+            except ssl.SSLWantReadError:
+                break
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                eof = True
+                break
+            except ssl.SSLError as exc:
+                self._tls_pump()
+                return self._hard_error("tls", EPROTO, str(exc))
+            if not pt:
+                eof = True
+                break
+            self._feed(PyBytes_AS_STRING(pt), PyBytes_GET_SIZE(pt))
+        if self._flags & F_CLOSED:
+            return 0
+        self._tls_pump()
+        if t.raw.length() > 0:
+            self._write_now()
+        if eof and not (self._flags & (F_CLOSED | F_EOF)):
+            return self._eof()
+        return 0
+
+    # -- control ----------------------------------------------------------
+
+    cdef int c_pause_input(self) except -1:
+        self._flags |= F_PAUSED
+        return self._update_interest()
+
+    cdef int c_resume_input(self) except -1:
+        self._flags &= ~F_PAUSED
+        return self._update_interest()
+
+    cdef int c_shutdown_input(self) except -1:
+        if self._flags & F_CLOSED:
+            return 0
+        self._flags |= F_EOF
+        self._update_interest()
+        if self.fd >= 0 and not (self._flags & F_NOTSOCK):
+            shutdown(self.fd, SHUT_RD)
+        return 0
+
+    cdef int c_shutdown_output(self) except -1:
+        if self._flags & (F_CLOSED | F_WDONE | F_SHUT_OUT):
+            return 0
+        self._flags |= F_SHUT_OUT
+        if not (self._flags & F_CONNECTING):
+            self._write_now()
+        return 0
+
+    cdef int c_set_input_filter(self, object f) except -1:
+        old = self._in_f
+        _check_filter(f, "filter", True, False)
+        self._in_f = f
+        self._cin = <FilterBase>f if isinstance(f, FilterBase) else None
+        if old is f:
+            return 0
+        if self._flags & F_INBATCH:
+            # The delivery loop moves the rest of the input after this record.
+            self._flags |= F_SWITCHED
+            return 0
+        if old is None or (self._flags & (F_CLOSED | F_EOF)):
+            return 0
+        return self._feed_any(old.get_pending())
+
+    cdef int c_set_output_filter(self, object f) except -1:
+        _check_filter(f, "filter", False, True)
+        self._out_f = f
+        self._cout = <FilterBase>f if isinstance(f, FilterBase) else None
+        return 0
+
+    cdef int c_close(self) except -1:
+        cdef int fd, wfd = -1
+        cdef Kernel k = self.kernel
+        cdef _TLSState t
+        cdef _OutSide ws
+        if self._flags & F_CLOSED:
+            return 0
+        if self.pending_out() > 0:
+            _drop_output(self)
+        self._flags |= F_CLOSED
+        fd = self.fd
+        if self._flags & F_TLS:
+            t = <_TLSState>self._x.tls
+            if t.timer is not None:
+                k.cancel_timer(t.timer)
+                t.timer = None
+        if self._x is not None and self._x.wside is not None:
+            ws = <_OutSide>self._x.wside
+            wfd = ws.fd
+            k.unregister(ws)
+            ws.rw = None
+        if fd >= 0 and k is not None:
+            k.unregister(self)     # before close(): the fd number may be reused at once
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except OSError:
+                pass
+            self._sock = None
+        elif fd >= 0:
+            c_close(fd)
+        if wfd >= 0:
+            if self._x.wsock is not None:
+                try:
+                    self._x.wsock.close()
+                except OSError:
+                    pass
+                self._x.wsock = None
+            else:
+                c_close(wfd)
+        self._obuf = None
+        # Callbacks usually close over the ReadWrite: drop them to break the cycle.
+        self._cb_input = self._cb_error = self._cb_flushed = None
+        self._cb_high = self._cb_low = None
+        if self._x is not None:
+            self._x.on_handshake = None
+        return 0
+
+    # ------------------------------------------------------------------
+    # Python face
+
+    def put(self, *records):
+        """Serialise ``records`` through the output filter and queue them;
+        returns True while buffered output is at or above ``high_mark``."""
+        return self.c_put(records) == 1
+
+    def flush(self):
+        """Write as much pending output as the kernel takes now."""
+        self.c_flush()
+
+    def close(self):
+        """Stop watching and close the handle; pending output is dropped.
+        Closing twice is fine; no event is delivered after close()."""
+        self.c_close()
+
+    def pause_input(self):
+        self.c_pause_input()
+
+    def resume_input(self):
+        self.c_resume_input()
+
+    def shutdown_input(self):
+        self.c_shutdown_input()
+
+    def shutdown_output(self):
+        """Write everything pending, then shut the write side down."""
+        self.c_shutdown_output()
+
+    def set_filter(self, f):
+        """Use ``f`` for input and output; buffered unparsed input moves to it."""
+        _check_filter(f, "filter", True, True)
+        self.c_set_output_filter(f)
+        self.c_set_input_filter(f)
+
+    def set_input_filter(self, f):
+        self.c_set_input_filter(f)
+
+    def set_output_filter(self, f):
+        self.c_set_output_filter(f)
+
+    def get_input_filter(self):
+        return self._in_f
+
+    def get_output_filter(self):
+        return self._out_f
+
+    def set_high_mark(self, n):
+        hi = _mark_value(n, "high_mark")
+        if not (self._flags & F_MARKS):
+            raise ValueError("high_mark: watermarks were not configured")
+        if hi <= self._low:
+            raise ValueError(f"high_mark: must be > low_mark ({hi} <= {self._low})")
+        self._high = hi
+
+    def set_low_mark(self, n):
+        lo = _mark_value(n, "low_mark")
+        if not (self._flags & F_MARKS):
+            raise ValueError("low_mark: watermarks were not configured")
+        if lo >= self._high:
+            raise ValueError(f"low_mark: must be < high_mark ({lo} >= {self._high})")
+        self._low = lo
+
+    def get_driver_out_octets(self):
+        """Octets of output buffered and not yet written."""
+        return self.pending_out()
+
+    def get_driver_out_messages(self):
+        """Records put since the output buffer was last empty (0 when empty)."""
+        return self._out_msgs if self.pending_out() > 0 else 0
+
+    @property
+    def dropped_octets(self):
+        """Octets of output dropped by a write error or close()."""
+        return self._x.dropped if self._x is not None else 0
+
+    @property
+    def closed(self):
+        return (self._flags & F_CLOSED) != 0
+
+    @property
+    def paused(self):
+        return (self._flags & F_PAUSED) != 0
+
+    @property
+    def high_mark(self):
+        return self._high if self._flags & F_MARKS else None
+
+    @property
+    def low_mark(self):
+        return self._low if self._flags & F_MARKS else None
+
+    def fileno(self):
+        return self.fd
+
+    @property
+    def socket(self):
+        """The input handle as a socket.socket (created on first use), or None."""
+        if self._sock is None and self.fd >= 0 and not (self._flags & F_NOTSOCK):
+            s = _socket.socket(fileno=self.fd)
+            s.setblocking(False)
+            self._sock = s
+        return self._sock
+
+    @property
+    def local_addr(self):
+        return _sockname(self.fd, False)
+
+    @property
+    def peer_addr(self):
+        return _sockname(self.fd, True)
+
+    @property
+    def tls_object(self):
+        """The ssl.SSLObject (certificate, cipher, version), or None."""
+        if self._flags & F_TLS:
+            return (<_TLSState>self._x.tls).sslobj
+        return None
+
+    def __repr__(self):
+        return f"<ReadWrite id={self.id} fd={self.fd}{' closed' if self.closed else ''}>"
+
+
+
+cdef int _drop_output(ReadWrite rw) except -1:
+    cdef Py_ssize_t n = rw.pending_out()
+    if n <= 0:
+        return 0
+    if rw._x is None:
+        rw._x = _RWExtra()
+    rw._x.dropped += n
+    if rw._obuf is not None:
+        rw._obuf.clear()
+        rw._obuf.shrink(0)
+    if rw._flags & F_TLS:
+        (<_TLSState>rw._x.tls).raw.clear()
+        (<_TLSState>rw._x.tls).raw.shrink(0)
+    rw._out_msgs = 0
+    return 0
+
+
+cdef object _sockname(int fd, bint peer):
+    cdef sockaddr_storage ss
+    cdef socklen_t sl = sizeof(sockaddr_storage)
+    cdef int rc
+    if fd < 0:
+        return None
+    memset(&ss, 0, sizeof(ss))
+    if peer:
+        rc = getpeername(fd, <sockaddr*>&ss, &sl)
+    else:
+        rc = getsockname(fd, <sockaddr*>&ss, &sl)
+    if rc < 0:
+        return None
+    return sockaddr_to_py(&ss, sl)
