@@ -69,11 +69,17 @@ class LoadRun:
             on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
             on_error=self._on_error, on_disconnected=self._on_disconnected,
             on_timeout=self._on_timeout, input_filter=in_filter, output_filter=cy.Stream(),
-            connect_timeout=cfg.timeout, input_timeout=0, kernel=self.kernel)
+            connect_timeout=cfg.timeout, input_timeout=0, kernel=self.kernel,
+            states={"cli_call": lambda multi, fn, *args: fn(*args)})
         self.interval = (cfg.connections / cfg.rate) if cfg.rate else None
         self.max_requests = cfg.requests
 
     # -- running ------------------------------------------------------------
+
+    def _later(self, seconds, fn, *args):
+        """A timer on the TCPMulti's session: it keeps the session alive
+        while every connection is down (a session with nothing pending ends)."""
+        return self.multi.delay(max(0.0, seconds), "cli_call", fn, *args)
 
     def run(self):
         k = self.kernel
@@ -82,12 +88,12 @@ class LoadRun:
         k.register_component(self)
         for st in self.conns:
             if self.cfg.connect_rate:
-                self.timers.append(k.delay(st.index / self.cfg.connect_rate, self._connect, st))
+                self.timers.append(self._later(st.index / self.cfg.connect_rate, self._connect, st))
             else:
                 self._connect(st)
-        self.timers.append(k.alarm(self.t_end, self._stop_sending))
+        self.timers.append(self._later(self.t_end - k.time(), self._stop_sending))
         if self.tick is not None:
-            self.live_timer = k.delay(LIVE_INTERVAL, self._live)
+            self.live_timer = self._later(LIVE_INTERVAL, self._live)
         k.run()
         self.stats.duration = min(k.time(), self.t_stop) - self.t0 if hasattr(self, "t_stop") \
             else k.time() - self.t0
@@ -106,7 +112,7 @@ class LoadRun:
         self.live_responses = 0
         self.live_errors = 0
         self.live_hist.reset()
-        self.live_timer = self.kernel.delay(LIVE_INTERVAL, self._live)
+        self.live_timer = self._later(LIVE_INTERVAL, self._live)
 
     def _stop_sending(self):
         if self.stopping:
@@ -123,7 +129,7 @@ class LoadRun:
         if self._outstanding() == 0:
             self._finish()
         else:
-            self.grace = self.kernel.delay(self.cfg.timeout, self._finish)
+            self.grace = self._later(self.cfg.timeout, self._finish)
 
     def _outstanding(self):
         return sum(len(st.sent) for st in self.conns)
@@ -190,7 +196,7 @@ class LoadRun:
             st.next_due += self.interval
         self._send_due(st)
         if st.next_due < self.t_end and not self.stopping:
-            st.timer = self.kernel.alarm(st.next_due, self._rate_tick, st)
+            st.timer = self._later(st.next_due - now, self._rate_tick, st)
 
     # -- TCPMulti callbacks ------------------------------------------------------
 
@@ -267,7 +273,7 @@ class LoadRun:
             if self._outstanding() == 0:
                 self._finish()
         else:
-            self.timers.append(self.kernel.delay(RECONNECT_DELAY, self._connect, st))
+            self.timers.append(self._later(RECONNECT_DELAY, self._connect, st))
 
     def _on_failure(self, conn, operation, errnum, errstr):
         st = conn.heap["st"]
@@ -277,7 +283,7 @@ class LoadRun:
         self._count_error(report.error_kind(operation, errnum))
         st.conn = None
         if not st.alive and not self.stopping:
-            self.timers.append(self.kernel.delay(RECONNECT_DELAY, self._connect, st))
+            self.timers.append(self._later(RECONNECT_DELAY, self._connect, st))
 
     def _on_error(self, conn, operation, errnum, errstr):
         st = conn.heap["st"]
@@ -294,7 +300,7 @@ class LoadRun:
             self.stats.connections_failed += 1
             self._count_error("connect:ETIMEDOUT")
             if not self.stopping:
-                self.timers.append(self.kernel.delay(RECONNECT_DELAY, self._connect, st))
+                self.timers.append(self._later(RECONNECT_DELAY, self._connect, st))
         else:
             self._count_error("timeout")
             self._lost(st)

@@ -53,10 +53,12 @@ class Permutation:
             self._keys.append(k)
 
     def _encrypt(self, x):
-        half, mask = self._half, self._mask
+        # round function: multiplicative hashing (the top bits of a 64-bit
+        # product), cheap in Python and well mixed after four rounds
+        half, mask, shift = self._half, self._mask, 64 - self._half
         left, right = x >> half, x & mask
         for key in self._keys:
-            left, right = right, left ^ (_mix((right * 0x9E3779B97F4A7C15 + key) & _M64) & mask)
+            left, right = right, left ^ (((right ^ key) * 0x9E3779B97F4A7C15 & _M64) >> shift)
         return (left << half) | right
 
     def index(self, i):

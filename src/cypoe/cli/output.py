@@ -21,6 +21,7 @@ import csv
 import datetime
 import io
 import json
+import time
 
 STATUSES = (
     "success",
@@ -37,8 +38,17 @@ STATES = ("open", "closed", "filtered")
 FORMATS = ("jsonl", "csv", "list", "grepable")
 
 
+_TS = [None, ""]
+
+
 def now_rfc3339():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The time now, RFC 3339 in UTC with milliseconds (cached per second)."""
+    t = time.time()
+    sec = int(t)
+    if sec != _TS[0]:
+        _TS[0] = sec
+        _TS[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sec))
+    return f"{_TS[1]}.{int((t - sec) * 1000):03d}Z"
 
 
 def make_result(ip, port, state, status, *, rtt=None, banner=None, truncated=False,
@@ -97,6 +107,11 @@ class Writer:
         self.meta = meta or {}
         self.written = 0
         self.start()
+
+    @property
+    def keeps_others(self):
+        """Whether closed/filtered results matter to this writer."""
+        return self.all
 
     def wants(self, rec):
         return self.all or rec["state"] == "open"
@@ -167,6 +182,8 @@ class ListWriter(Writer):
 
 class GrepableWriter(Writer):
     """nmap's ``-oG``: one ``Host:`` line per address with its ports."""
+
+    keeps_others = True  # counted per host ("Ignored State")
 
     def start(self):
         self._hosts = {}

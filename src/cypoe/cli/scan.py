@@ -121,9 +121,15 @@ class Plan:
     def items(self):
         """(address, port, version) for each index of this shard, in order."""
         targets, ports, n = self.targets, self.ports, self.nports
+        cache = {}
         for idx in self.indices():
             t, pi = divmod(idx, n)
-            yield targets[t], ports[pi], targets.version_at(t)
+            hit = cache.get(t)
+            if hit is None:
+                if len(cache) > 4096:
+                    cache.clear()
+                hit = cache[t] = (targets[t], targets.version_at(t))
+            yield hit[0], ports[pi], hit[1]
 
     def probe_for(self, port):
         p = self.probes.get(port)
@@ -262,11 +268,16 @@ def run(args):
         writer.write(rec)
         progress.update(1, rec["state"] == "open")
 
+    def on_other(state):  # a closed or filtered port the output does not show
+        counts[state] += 1
+        progress.update(1)
+
     read_timeout = args.read_timeout if args.read_timeout is not None else max(1.0, tm.timeout)
     t0 = time.monotonic()
     try:
         info = scan_engine.scan(plan, tm, on_result, banners=args.banners, max_read=args.max_read,
-                                read_timeout=read_timeout, tls=args.tls, sni=args.sni)
+                                read_timeout=read_timeout, tls=args.tls, sni=args.sni,
+                                on_other=None if writer.keeps_others else on_other)
     finally:
         elapsed = time.monotonic() - t0
         progress.close()

@@ -34,9 +34,36 @@ def _tls_context():
     return ctx
 
 
+def tls_info(sslobj):
+    """What a TLS handshake showed: protocol, cipher, the peer certificate
+    (DER, base64, and its SHA-256) and, when ``cryptography`` is installed,
+    its subject, issuer and validity."""
+    if sslobj is None:
+        return None
+    import base64
+    import hashlib
+    info = {"version": sslobj.version()}
+    cipher = sslobj.cipher()
+    if cipher:
+        info["cipher"] = cipher[0]
+    der = sslobj.getpeercert(binary_form=True)
+    if der:
+        info["certificate_sha256"] = hashlib.sha256(der).hexdigest()
+        info["certificate"] = base64.b64encode(der).decode("ascii")
+        try:
+            from cryptography import x509
+            cert = x509.load_der_x509_certificate(der)
+            info["subject"] = cert.subject.rfc4514_string()
+            info["issuer"] = cert.issuer.rfc4514_string()
+            info["not_after"] = cert.not_valid_after_utc.isoformat()
+        except Exception:  # noqa: BLE001 - optional detail
+            pass
+    return info
+
+
 class _Probe:
     __slots__ = ("ip", "port", "version", "tries", "t0", "rtt", "connected", "data",
-                 "size", "truncated", "done", "released")
+                 "size", "truncated", "done", "released", "tls")
 
     def __init__(self, ip, port, version, tries=0):
         self.ip, self.port, self.version, self.tries = ip, port, version, tries
@@ -47,26 +74,42 @@ class _Probe:
         self.done = False
         self.released = False
         self.rtt = None
+        self.tls = None
 
 
 class Scanner:
     def __init__(self, plan, timing, on_result, *, banners=False, max_read=96 * 1024,
-                 read_timeout=2.0, tls=False, sni=None, kernel=None):
+                 read_timeout=2.0, tls=False, sni=None, kernel=None, on_other=None):
         cy = common.require("TCPMulti", "Kernel", "Stream")
         self._setup(plan, timing, on_result, banners=banners, max_read=max_read,
                     read_timeout=read_timeout, tls=tls, sni=sni,
-                    kernel=kernel if kernel is not None else cy.Kernel())
+                    kernel=kernel if kernel is not None else cy.Kernel(), on_other=on_other)
+        kw = {}
+        if tls:
+            kw = {"ssl": _tls_context(), "server_hostname": sni}
         self.multi = cy.TCPMulti(
             on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
-            on_error=self._on_error, on_disconnected=self._on_disconnected,
+            on_error=self._on_error,
+            # without banners a probe ends at on_success/on_failure/on_timeout:
+            # one callback per probe, not two
+            on_disconnected=self._on_disconnected if banners else None,
             on_timeout=self._on_timeout, filter=cy.Stream(),
-            connect_timeout=self.timeout, input_timeout=0, kernel=self.kernel)
+            connect_timeout=self.timeout, input_timeout=read_timeout if banners else 0,
+            kernel=self.kernel, states={"pump": lambda multi: self._pump()}, **kw)
+        # Timers go through the TCPMulti's session so that it stays alive
+        # between connections (a session with nothing pending ends).
+        self._delay = lambda seconds: self.multi.delay(seconds, "pump")
+        if tls and hasattr(self.multi, "_core") and hasattr(self.multi._core, "tls_timeout"):
+            # The handshake must time out (an open port, "tls" failure)
+            # before the connect deadline, which still runs during it.
+            self.multi._core.tls_timeout = max(0.05, self.timeout * 0.8)
 
     def _setup(self, plan, timing, on_result, *, banners, max_read, read_timeout, tls, sni,
-               kernel):
+               kernel, on_other=None):
         """Everything but the network: the state the callbacks work on."""
         self.plan = plan
         self.on_result = on_result
+        self.on_other = on_other
         self.banners = banners
         self.max_read = max_read
         self.read_timeout = read_timeout
@@ -88,13 +131,14 @@ class Scanner:
         self.finished = False
         self.paused_until = 0.0
         self.pump_timer = None
+        self._delay = lambda seconds: self.kernel.delay(seconds, self._pump)
 
     # -- driving ------------------------------------------------------------
 
     def run(self):
         self.t0 = self.kernel.time()
         self.kernel.register_component(self)
-        self.kernel.delay(0, self._pump)
+        self._schedule(0)
         self.kernel.run()
         return {"interrupted": self.interrupted, "concurrency": self.concurrency}
 
@@ -112,6 +156,7 @@ class Scanner:
         if self.pump_timer is not None:
             self.pump_timer.cancel()
             self.pump_timer = None
+        self._delay = lambda seconds: self.kernel.delay(seconds, self._pump)
         self.multi.die()
         self.kernel.unregister_component(self)
 
@@ -129,6 +174,7 @@ class Scanner:
 
     def _pump(self):
         self.pump_timer = None
+        self._delay = lambda seconds: self.kernel.delay(seconds, self._pump)
         if self.stopping:
             return
         now = self.kernel.time()
@@ -156,16 +202,14 @@ class Scanner:
             self._schedule(1.0 / self.rate if self.rate < 1000 else 0.001)
 
     def _schedule(self, delay):
-        if self.pump_timer is None and not self.stopping:
-            self.pump_timer = self.kernel.delay(delay, self._pump)
+        if self.pump_timer is None and not self.stopping and not self.finished:
+            self.pump_timer = self._delay(delay)
 
     def _launch(self, p):
         self.inflight += 1
         self.launched += 1
         p.t0 = time.monotonic()
-        self.multi.connect(p.ip, p.port, connect_timeout=self.timeout,
-                           input_timeout=self.read_timeout if self.banners else 0,
-                           heap={"p": p})
+        self.multi.connect(p.ip, p.port, heap={"p": p})
 
     def _release(self, conn):
         p = conn.heap.get("p")
@@ -180,11 +224,14 @@ class Scanner:
         if p.done:
             return
         p.done = True
+        if state != "open" and self.on_other is not None:
+            self.on_other(state)
+            return
         banner = None
         if p.connected and self.banners:
             banner = b"".join(p.data) if p.data else b""
         self.on_result(make_result(p.ip, p.port, state, status, rtt=p.rtt, banner=banner,
-                                   truncated=p.truncated, error=error))
+                                   truncated=p.truncated, error=error, tls=p.tls))
 
     # -- TCPMulti callbacks ----------------------------------------------------
 
@@ -199,11 +246,16 @@ class Scanner:
             # port): nothing listens there
             self._result(p, "closed", "connection-refused", error="self-connect")
             conn.shutdown()
+            if not self.banners:
+                self._release(conn)
             return
         p.connected = True
+        if self.tls:
+            p.tls = tls_info(getattr(conn, "tls_object", None))
         if not self.banners:
             self._result(p, "open", "success")
             conn.shutdown()
+            self._release(conn)
             return
         p.data = []
         probe = self.plan.probe_for(p.port)
@@ -260,7 +312,11 @@ class Scanner:
         if p is None or p.done:
             self._release(conn)
             return
-        if errnum == errno.ECONNREFUSED:
+        if operation == "tls":  # the port is open; the handshake failed
+            p.connected = True
+            p.rtt = time.monotonic() - p.t0
+            self._result(p, "open", "protocol-error", error=f"tls: {errstr}")
+        elif errnum == errno.ECONNREFUSED:
             self._result(p, "closed", "connection-refused")
         elif errnum == errno.ETIMEDOUT or operation == "timeout":
             self._connect_timed_out(p)
