@@ -1,0 +1,169 @@
+"""The TLS driver: echo, failed handshake, handshake timeout, close_notify."""
+import datetime
+import errno
+import hashlib
+import socket
+import ssl
+
+import pytest
+
+from cypoe import TLS, ReadWrite, Stream
+
+from .conftest import Recorder, run_for, run_until, tcp_pair
+
+x509 = pytest.importorskip("cryptography.x509")
+
+
+@pytest.fixture(scope="module")
+def cert_files(tmp_path_factory):
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    d = tmp_path_factory.mktemp("tls")
+    certfile, keyfile = d / "cert.pem", d / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                          serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return str(certfile), str(keyfile)
+
+
+@pytest.fixture
+def server_ctx(cert_files):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(*cert_files)
+    return ctx
+
+
+@pytest.fixture
+def client_ctx(cert_files):
+    ctx = ssl.create_default_context(cafile=cert_files[0])
+    return ctx
+
+
+def test_tls_echo(kernel, server_ctx, client_ctx):
+    a, b = tcp_pair()
+    shakes = []
+    got = []
+    srv = ReadWrite(b, kernel=kernel, driver=TLS(server_ctx, server_side=True),
+                    on_input=lambda rw, r: rw.put(r[::-1]),
+                    on_handshake=lambda rw: shakes.append("server"))
+    cli = ReadWrite(a, kernel=kernel, driver=TLS(client_ctx, server_hostname="localhost"),
+                    on_input=lambda rw, r: got.append(r),
+                    on_handshake=lambda rw: shakes.append("client"))
+    cli.put(b"hello", b"world")         # queued until the handshake is done
+    run_until(kernel, lambda: len(got) == 2, timeout=10)
+    assert got == [b"olleh", b"dlrow"]
+    assert sorted(shakes) == ["client", "server"]
+    assert cli.tls_object.version() in ("TLSv1.2", "TLSv1.3")
+    assert cli.tls_object.getpeercert()["subject"][0][0][1] == "localhost"
+    srv.close()
+    cli.close()
+
+
+def test_tls_bulk_stream(kernel, server_ctx, client_ctx):
+    a, b = tcp_pair()
+    total = 16 << 20
+    block = bytes(range(256)) * 4096
+    h_in, h_out = hashlib.sha256(), hashlib.sha256()
+    st = {"got": 0}
+
+    def srv_input(rw, r):
+        h_in.update(r)
+        st["got"] += len(r)
+
+    srv = ReadWrite(b, kernel=kernel, filter=Stream(), on_input=srv_input,
+                    driver=TLS(server_ctx, server_side=True))
+    cli = ReadWrite(a, kernel=kernel, filter=Stream(), on_input=lambda rw, r: None,
+                    driver=TLS(client_ctx, server_hostname="localhost"))
+    for i in range(total // len(block)):
+        chunk = bytes([i % 256]) + block[1:]
+        h_out.update(chunk)
+        cli.put(chunk)
+    run_until(kernel, lambda: st["got"] >= total, timeout=30, step=0.01)
+    assert h_in.hexdigest() == h_out.hexdigest()
+    srv.close()
+    cli.close()
+
+
+def test_tls_shutdown_output_sends_close_notify(kernel, server_ctx, client_ctx):
+    a, b = tcp_pair()
+    srec, crec = Recorder(), Recorder()
+    srv = ReadWrite(b, kernel=kernel, driver=TLS(server_ctx, server_side=True),
+                    on_input=srec.on_input, on_error=srec.on_error)
+    cli = ReadWrite(a, kernel=kernel, driver=TLS(client_ctx, server_hostname="localhost"),
+                    on_input=crec.on_input, on_error=crec.on_error)
+    cli.put(b"bye")
+    cli.shutdown_output()
+    run_until(kernel, lambda: srec.errors(), timeout=10)
+    assert srec.records == [b"bye"]
+    assert srec.errors() == [("error", "read", 0, "")]     # orderly: close_notify then FIN
+    # The other direction still works after the half-close.
+    srv.put(b"still here")
+    run_until(kernel, lambda: crec.records == [b"still here"], timeout=10)
+    srv.close()
+    cli.close()
+
+
+def test_tls_failed_handshake(kernel, server_ctx):
+    a, b = tcp_pair()
+    srec, crec = Recorder(), Recorder()
+    untrusting = ssl.create_default_context()      # does not know our self-signed CA
+    srv = ReadWrite(b, kernel=kernel, driver=TLS(server_ctx, server_side=True),
+                    on_input=srec.on_input, on_error=srec.on_error)
+    cli = ReadWrite(a, kernel=kernel, driver=TLS(untrusting, server_hostname="localhost"),
+                    on_input=crec.on_input, on_error=crec.on_error)
+    cli.put(b"never delivered")
+    run_until(kernel, lambda: crec.errors() and srec.errors(), timeout=10)
+    errs = crec.errors()
+    assert len(errs) == 1 and errs[0][1] == "tls" and errs[0][2] == errno.EPROTO
+    assert "certificate" in errs[0][3].lower()
+    assert srec.errors()[0][1] in ("tls", "read")
+    assert srec.records == []
+    srv.close()
+    cli.close()
+
+
+def test_tls_handshake_timeout(kernel, server_ctx):
+    a, b = tcp_pair()
+    rec = Recorder()
+    srv = ReadWrite(b, kernel=kernel,
+                    driver=TLS(server_ctx, server_side=True, handshake_timeout=0.3),
+                    on_input=rec.on_input, on_error=rec.on_error)
+    run_until(kernel, lambda: rec.errors(), timeout=5)
+    assert rec.errors() == [("error", "tls", errno.ETIMEDOUT, "TLS handshake timed out")]
+    run_for(kernel, 0.05)
+    assert len(rec.errors()) == 1
+    srv.close()
+    a.close()
+
+
+def test_sslsocket_handle(kernel, server_ctx, client_ctx):
+    a, b = tcp_pair()
+    sb = server_ctx.wrap_socket(b, server_side=True, do_handshake_on_connect=False)
+    sa = client_ctx.wrap_socket(a, server_hostname="localhost", do_handshake_on_connect=False)
+    got = []
+    srv = ReadWrite(sb, kernel=kernel, on_input=lambda rw, r: rw.put(r + b"!"))
+    cli = ReadWrite(sa, kernel=kernel, on_input=lambda rw, r: got.append(r))
+    cli.put(b"hi")
+    run_until(kernel, lambda: got == [b"hi!"], timeout=10)
+    srv.close()
+    cli.close()
+
+
+def test_tls_validation(server_ctx):
+    with pytest.raises(TypeError, match="context"):
+        TLS("not a context")
+    with pytest.raises(ValueError, match="handshake_timeout"):
+        TLS(server_ctx, handshake_timeout=0)
