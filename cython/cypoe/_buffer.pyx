@@ -33,7 +33,7 @@ cdef class ByteBuffer:
     cdef char* reserve(self, Py_ssize_t n) except NULL:
         cdef Py_ssize_t live, need, newcap
         cdef char* p
-        if self.end + n <= self.cap:
+        if self.end + n <= self.cap and self.data != NULL:
             return self.data + self.end
         live = self.end - self.start
         need = live + n

@@ -24,7 +24,20 @@ from cypoe.errors import (
     LineTooLong,
 )
 from cypoe._kernel import Kernel, Session, Timer, default_kernel
+from cypoe.filters import (
+    Block,
+    Filter,
+    Grep,
+    JSONLines,
+    Line,
+    Map,
+    Stackable,
+    Stream,
+)
 from cypoe._io import SocketFactory, ReadWrite, TLS
+from cypoe.server import Server, Connection
+from cypoe.client import Client
+from cypoe.tcpmulti import TCPMulti, Conn
 
 #: The process's default Kernel.
 kernel = default_kernel()
@@ -47,9 +60,22 @@ __all__ = [
     "kernel",
     "run",
     "stop",
+    "Filter",
+    "Line",
+    "Block",
+    "Stream",
+    "Stackable",
+    "Map",
+    "Grep",
+    "JSONLines",
     "SocketFactory",
     "ReadWrite",
     "TLS",
+    "Server",
+    "Connection",
+    "Client",
+    "TCPMulti",
+    "Conn",
     "CypoeError",
     "FilterError",
     "LineTooLong",

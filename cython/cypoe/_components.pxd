@@ -1,0 +1,52 @@
+# The compiled half of the components: one small object per connection, a
+# ReadWrite subclass whose hooks call the user's callbacks directly, and a
+# per-component core that holds what every connection shares (callbacks,
+# filters, the deadline sweep).
+
+from cypoe._kernel cimport Kernel, Handler, Timer
+from cypoe._io cimport ReadWrite, SocketFactory
+
+
+cdef class _Core:
+    cdef Kernel kernel
+    cdef readonly dict conns          # id -> _Link, every live connection
+    cdef Timer _sweep_timer
+    cdef double _sweep_interval       # 0 while no timeout is in use
+    cdef object owner                 # the Python component (Server, Client, TCPMulti)
+    cdef int arm(self, _Link link, double seconds) except -1
+    cdef int _schedule_sweep(self) except -1
+    cdef int _expired(self, _Link link) except -1
+    cdef int link_ended(self, _Link link) except -1
+
+
+cdef class _Link(ReadWrite):
+    cdef _Core core
+    cdef double deadline              # 0: no timeout pending
+    cdef double timeout_s             # length of the current timeout, 0: none
+    cdef dict _heap                   # created on first use
+    cdef list _timers                 # delay() timers, created on first use
+    cdef unsigned int state           # S_* in _components.pyx
+    cdef int _call_user(self, object fn, tuple args) except -1
+    cdef int _end(self, bint notify) except -1
+    cdef int _graceful(self) except -1
+    cdef int _cancel_timers(self) except -1
+
+
+cdef class Connection(_Link):
+    cdef readonly object remote_ip
+    cdef readonly object remote_port
+    cdef readonly object remote_addr
+
+
+cdef class Conn(_Link):
+    cdef readonly object addr
+    cdef int _port
+    cdef double _connect_timeout
+    cdef double _input_timeout
+    cdef object _bind
+    cdef int _success(self) except -1
+
+
+cdef class ClientLink(_Link):
+    cdef object peer_addr
+    cdef object peer_port

@@ -1,0 +1,970 @@
+# cython: language_level=3
+"""The per-connection half of Server, Client and TCPMulti, compiled.
+
+Every connection of a component is one ``_Link``: a ReadWrite subclass whose
+event hooks call the user's callbacks directly, so the per-record path is
+recv -> filter -> hook -> user callback with no Python in between.  What all
+connections of a component share (callbacks, filter prototypes, timeouts)
+lives once in the component's ``_Core``.
+
+Timeouts (connect, input) are a deadline stored on the connection and checked
+by one coarse sweep per component: resetting a timeout on every input is a
+store, and a million connections over time leave no timers behind.  A
+deadline fires between ``timeout`` and ``timeout * 1.125`` after it was set.
+
+Terminal callbacks (disconnected, stopped) are queued with ``call_soon``,
+never called from inside another callback of the same connection.
+"""
+cimport cython
+from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL
+
+from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
+from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py
+
+import errno as _errno
+import logging
+import os
+import socket as _socket
+
+from cypoe.errors import CypoeError
+
+cdef object _log = logging.getLogger("cypoe")
+
+cdef extern from "<sys/socket.h>" nogil:
+    ctypedef unsigned int socklen_t
+    cdef struct sockaddr_storage:
+        pass
+    int getsockname(int fd, void* addr, socklen_t* len)
+
+cdef enum:
+    S_CONNECTING = 1        # connect() in progress
+    S_CONNECTED = 2         # the "connected" callback has been delivered
+    S_SHUTTING = 4          # graceful shutdown: input ignored, output flushing
+    S_ENDED = 8             # closed; the terminal callback is queued or done
+    S_ERROR = 16            # an error event was delivered
+    S_RESOLVING = 32        # waiting for a name lookup
+    S_OPEN = 64             # the TCP connection is established
+
+cdef double MIN_SWEEP = 0.005
+cdef double MAX_SWEEP = 1.0
+
+
+cdef inline str _strerror(int err):
+    return os.strerror(err)
+
+
+cdef object make_filter(object spec, str name):
+    """A fresh filter from a ``*_filter`` parameter: an instance is cloned, a
+    class or factory is called."""
+    if spec is None:
+        return None
+    if hasattr(spec, "get_one_start") and not isinstance(spec, type):
+        return spec.clone()
+    if callable(spec):
+        return spec()
+    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
+                    f"not {type(spec).__name__}")
+
+
+def _default_error_is_quiet(int errnum):
+    return errnum == 0 or errnum == ECONNRESET
+
+
+cdef class _Core:
+    """What every connection of one component shares."""
+
+    def __cinit__(self):
+        self.conns = {}
+        self._sweep_interval = 0.0
+        self._sweep_timer = None
+
+    cdef int arm(self, _Link link, double seconds) except -1:
+        """Start (or restart, or with 0 stop) ``link``'s timeout."""
+        cdef double interval
+        link.timeout_s = seconds if seconds > 0.0 else 0.0
+        if seconds <= 0.0:
+            link.deadline = 0.0
+            return 0
+        link.deadline = self.kernel.now() + seconds
+        interval = seconds / 8.0
+        if interval < MIN_SWEEP:
+            interval = MIN_SWEEP
+        elif interval > MAX_SWEEP:
+            interval = MAX_SWEEP
+        if self._sweep_interval == 0.0 or interval < self._sweep_interval:
+            self._sweep_interval = interval
+            if self._sweep_timer is not None:
+                self.kernel.cancel_timer(self._sweep_timer)
+                self._sweep_timer = None
+        if self._sweep_timer is None:
+            self._schedule_sweep()
+        return 0
+
+    cdef int _schedule_sweep(self) except -1:
+        # The sweep keeps nothing alive: the connections do.
+        self._sweep_timer = self.kernel.schedule(
+            self.kernel.now() + self._sweep_interval, self._sweep, (), None, False)
+        return 0
+
+    def _sweep(self):
+        cdef double now = self.kernel.now()
+        cdef _Link link
+        cdef list due = None
+        cdef bint any_timed = False
+        self._sweep_timer = None
+        for obj in self.conns.values():
+            link = <_Link>obj
+            if link.deadline > 0.0:
+                if link.deadline <= now:
+                    if due is None:
+                        due = []
+                    due.append(link)
+                else:
+                    any_timed = True
+        if due is not None:
+            for obj in due:
+                link = <_Link>obj
+                # Re-check: an earlier expiry's callback may have changed it.
+                if link.deadline > 0.0 and link.deadline <= now and not (link.state & S_ENDED):
+                    link.deadline = 0.0
+                    try:
+                        self._expired(link)
+                    except Exception as exc:
+                        link._user_exception(exc)
+            for obj in self.conns.values():
+                if (<_Link>obj).deadline > 0.0:
+                    any_timed = True
+                    break
+        if any_timed:
+            self._schedule_sweep()
+        else:
+            self._sweep_interval = 0.0
+
+    cdef int _expired(self, _Link link) except -1:
+        return 0
+
+    cdef int link_ended(self, _Link link) except -1:
+        return 0
+
+
+cdef class _Link(ReadWrite):
+    """One connection of a component (internal base)."""
+
+    def __cinit__(self):
+        self.deadline = 0.0
+        self.timeout_s = 0.0
+        self.state = 0
+
+    # -- shared behaviour -------------------------------------------------
+
+    cdef int _call_user(self, object fn, tuple args) except -1:
+        """fn(self, *args) outside the ReadWrite hooks: an exception closes
+        this connection only."""
+        try:
+            call_with_first(fn, self, args)
+        except Exception as exc:
+            self._user_exception(exc)
+        return 0
+
+    cdef int _user_exception(self, object exc) except -1:
+        self.kernel.report_exception(
+            f"Exception in a {type(self).__name__} callback (the connection is closed)",
+            exc, self)
+        self._end(True)
+        return 0
+
+    cdef int c_close(self) except -1:
+        # Every way of closing (close(), an exception, ReadWrite itself)
+        # ends the connection for its component too.
+        return self._end(True)
+
+    cdef int _end(self, bint notify) except -1:
+        if self.state & S_ENDED:
+            return 0
+        self.state |= S_ENDED
+        self.deadline = 0.0
+        self._cancel_timers()
+        ReadWrite.c_close(self)
+        if self.core is not None:
+            self.core.conns.pop(self.id, None)
+            if notify:
+                # The terminal callback never runs inside another callback.
+                self.core.kernel.call_soon(self._ended, ())
+        return 0
+
+    def _ended(self):
+        self.core.link_ended(self)
+
+    cdef int _graceful(self) except -1:
+        """Stop input, flush pending output, then end."""
+        if self.state & (S_ENDED | S_SHUTTING):
+            return 0
+        self.state |= S_SHUTTING
+        if self.fd >= 0:
+            self.c_pause_input()
+        if self.fd >= 0 and self.pending_out() > 0 and not (self.state & S_CONNECTING):
+            return 0            # _on_flushed finishes it
+        return self._end(True)
+
+    cdef int _cancel_timers(self) except -1:
+        cdef Kernel k = self.kernel
+        if self._timers is None:
+            return 0
+        if k is None and self.core is not None:
+            k = self.core.kernel
+        for t in self._timers:
+            k.cancel_timer(<Timer>t)
+        self._timers = None
+        return 0
+
+    def _timer_fired(self, Timer t, event, tuple args):
+        if self._timers is not None:
+            try:
+                self._timers.remove(t)
+            except ValueError:
+                pass
+        if self.state & S_ENDED:
+            return
+        self._run_event(event, args)
+
+    def _run_event(self, event, tuple args):
+        if self.state & S_ENDED:
+            return
+        if callable(event):
+            self._call_user(event, args)
+            return
+        self._named_event(event, args)
+
+    def _named_event(self, str event, tuple args):
+        if event == "shutdown":
+            self._graceful()
+            return
+        states = self.core.owner._states
+        fn = states.get(event) if states is not None else None
+        if fn is None:
+            self.kernel.report_exception(
+                f"{type(self).__name__}: no state {event!r}",
+                CypoeError(f"no state {event!r}"), self)
+            return
+        self._call_user(fn, args)
+
+    # -- Python face shared by the three connection kinds -------------------
+
+    @property
+    def heap(self):
+        if self._heap is None:
+            self._heap = {}
+        return self._heap
+
+    @property
+    def connected(self):
+        return (self.state & S_OPEN) != 0 and not (self.state & S_ENDED)
+
+    @property
+    def shutting_down(self):
+        return (self.state & S_SHUTTING) != 0
+
+    @property
+    def wheel(self):
+        """The connection's ReadWrite: the connection itself."""
+        return self
+
+    @property
+    def local_addr(self):
+        if self.fd < 0 or not (self.state & S_OPEN):
+            return None
+        return self._sockname()
+
+    def _sockname(self):
+        cdef sockaddr_storage ss
+        cdef socklen_t sl = sizeof(sockaddr_storage)
+        if getsockname(self.fd, <void*>&ss, &sl) < 0:
+            return None
+        return sockaddr_to_py(<void*>&ss, sl)
+
+    def __getitem__(self, key):
+        return self.heap[key]
+
+    def __setitem__(self, key, value):
+        self.heap[key] = value
+
+    def __delitem__(self, key):
+        del self.heap[key]
+
+    def __contains__(self, key):
+        return self._heap is not None and key in self._heap
+
+    def post(self, event, *args):
+        """Queue ``event`` (a state name, ``"shutdown"``, or a callable) for
+        this connection."""
+        if not (isinstance(event, str) or callable(event)):
+            raise TypeError(f"event: expected a state name or a callable, not "
+                            f"{type(event).__name__}")
+        if self.state & S_ENDED:
+            return False
+        self.kernel.call_soon(self._run_event, (event, args))
+        return True
+
+    def delay(self, seconds, event, *args):
+        """Deliver ``event`` (state name, public event or callable) to this
+        connection after ``seconds``; returns a Timer."""
+        cdef Timer t
+        cdef Kernel k
+        if not (isinstance(event, str) or callable(event)):
+            raise TypeError(f"event: expected a state name or a callable, not "
+                            f"{type(event).__name__}")
+        try:
+            s = float(seconds)
+        except (TypeError, ValueError):
+            raise TypeError(f"seconds: expected a number, not {type(seconds).__name__}") from None
+        if self.state & S_ENDED:
+            raise CypoeError("delay: the connection has ended")
+        k = self.kernel
+        t = k.schedule(k.now() + s, self._timer_fired, None)
+        t.args = (t, event, args)
+        if self._timers is None:
+            self._timers = []
+        self._timers.append(t)
+        return t
+
+    def shutdown(self):
+        """Graceful end: input ignored, pending output flushed, then closed."""
+        self._graceful()
+
+
+# ---------------------------------------------------------------------------
+# Server
+
+cdef class Connection(_Link):
+    """One client connection of a Server (POE's per-client session)."""
+
+    @property
+    def server(self):
+        return self.core.owner
+
+    @property
+    def port(self):
+        return self.remote_port
+
+    cdef int _on_input(self, object record) except -1:
+        cdef _ServerCore core = <_ServerCore>self.core
+        if self.state & S_SHUTTING:
+            return 0
+        if self.timeout_s > 0.0:
+            self.deadline = self.kernel.now() + self.timeout_s
+        core.client_input(self, record)
+        return 0
+
+    cdef int _on_error(self, str op, int errnum, str errstr) except -1:
+        cdef _ServerCore core = <_ServerCore>self.core
+        self.state |= S_ERROR
+        if op == "tls" and not (self.state & S_CONNECTED):
+            # The handshake failed: the client never "connected".
+            if core.client_error is not None:
+                core.client_error(self, op, errnum, errstr)
+            else:
+                _log.warning("cypoe: TLS handshake with %s:%s failed: %s",
+                             self.remote_ip, self.remote_port, errstr)
+            self._end(False)
+            core.link_ended(self)
+            return 0
+        if core.client_error is not None:
+            core.client_error(self, op, errnum, errstr)
+        elif not _default_error_is_quiet(errnum):
+            _log.warning("cypoe: client %s:%s %s error %d: %s", self.remote_ip,
+                         self.remote_port, op, errnum, errstr)
+        if core.shutdown_on_error:
+            self._graceful()
+        return 0
+
+    cdef int _on_flushed(self) except -1:
+        cdef _ServerCore core = <_ServerCore>self.core
+        if core.client_flushed is not None:
+            core.client_flushed(self)
+        if self.state & S_SHUTTING:
+            self._end(True)
+        return 0
+
+    cdef int _on_high(self) except -1:
+        cdef _ServerCore core = <_ServerCore>self.core
+        if core.client_high is not None:
+            core.client_high(self)
+        return 0
+
+    cdef int _on_low(self) except -1:
+        cdef _ServerCore core = <_ServerCore>self.core
+        if core.client_low is not None:
+            core.client_low(self)
+        return 0
+
+    cdef int _on_handshake(self) except -1:
+        (<_ServerCore>self.core).connected(self)
+        return 0
+
+    def __repr__(self):
+        return f"<cypoe.Connection id={self.id} {self.remote_ip}:{self.remote_port}>"
+
+
+@cython.final
+cdef class _Listener(SocketFactory):
+    cdef _ServerCore core
+
+    cdef int _on_accept(self, int fd, object addr) except -1:
+        return self.core.accepted(fd, addr)
+
+
+cdef class _ServerCore(_Core):
+    cdef public object client_input, client_connected, client_disconnected
+    cdef public object client_error, client_flushed, client_pre_connect
+    cdef public object client_high, client_low, acceptor, error
+    cdef public object stopped_cb
+    cdef public object in_filter, out_filter
+    cdef public tuple client_args
+    cdef public bint shutdown_on_error
+    cdef public double input_timeout
+    cdef public Py_ssize_t high_mark, low_mark
+    cdef public object tls_context
+    cdef public Py_ssize_t count
+    cdef public Py_ssize_t concurrency
+    cdef public object listener
+    cdef public bint shutting_down
+    cdef public bint stopped
+    cdef public bint accept_paused
+    cdef public int family
+
+    def __init__(self, Kernel kernel, owner):
+        self.kernel = kernel
+        self.owner = owner
+        self.client_args = ()
+        self.shutdown_on_error = True
+        self.count = 0
+        self.concurrency = -1
+
+    def make_listener(self, **kw):
+        cdef _Listener l = _Listener(**kw)
+        l.core = self
+        self.listener = l
+        return l
+
+    cdef int accepted(self, int fd, object addr) except -1:
+        cdef Connection conn
+        if self.shutting_down or self.stopped:
+            os.close(fd)
+            return 0
+        self.count += 1
+        self.check_concurrency()
+        if isinstance(addr, tuple):
+            rip, rport = addr[0], addr[1]
+        else:
+            rip, rport = "LOCAL", None
+        if self.acceptor is not None:
+            sock = _socket.socket(self.family, _socket.SOCK_STREAM, 0, fd)
+            try:
+                self.acceptor(self.owner, sock, addr, rport)
+            except Exception as exc:
+                self.kernel.report_exception("Exception in the Server's acceptor", exc,
+                                             self.owner)
+            return 0
+        conn = Connection.__new__(Connection)
+        conn.core = self
+        conn.remote_ip = rip
+        conn.remote_port = rport
+        conn.remote_addr = addr
+        conn.state = S_OPEN
+        inf = make_filter(self.in_filter, "client_filter")
+        outf = make_filter(self.out_filter, "client_output_filter") \
+            if self.out_filter is not None else None
+        if self.client_pre_connect is not None:
+            sock = _socket.socket(self.family, _socket.SOCK_STREAM, 0, fd)
+            try:
+                result = self.client_pre_connect(conn, sock)
+            except Exception as exc:
+                self.kernel.report_exception(
+                    "Exception in client_pre_connect (the connection is closed)", exc, conn)
+                result = None
+            if result is None:
+                sock.close()
+                conn.state |= S_ENDED
+                self._release_slot()
+                return 0
+            return self._start_with_socket(conn, result, inf, outf)
+        conn.setup(self.kernel, fd, inf, outf, False)
+        return self._started(conn)
+
+    cdef int _start_with_socket(self, Connection conn, object sock, object inf,
+                                object outf) except -1:
+        ssl_ctx = None
+        server_side = True
+        if type(sock).__name__ == "SSLSocket":
+            ssl_ctx = sock.context
+            server_side = sock.server_side
+            plain = _socket.socket(sock.family, sock.type, sock.proto, sock.detach())
+            sock = plain
+        sock.setblocking(False)
+        conn._sock = sock
+        conn.setup(self.kernel, sock.fileno(), inf, outf, False)
+        if ssl_ctx is not None:
+            self.conns[conn.id] = conn
+            if self.high_mark > 0:
+                conn.set_marks(self.high_mark, self.low_mark)
+            conn.start_tls(ssl_ctx, server_side, None, 10.0)
+            if self.input_timeout > 0.0:
+                self.arm(conn, self.input_timeout)
+            return 0
+        return self._started(conn)
+
+    cdef int _started(self, Connection conn) except -1:
+        self.conns[conn.id] = conn
+        if self.high_mark > 0:
+            conn.set_marks(self.high_mark, self.low_mark)
+        if self.input_timeout > 0.0:
+            self.arm(conn, self.input_timeout)
+        if self.tls_context is not None:
+            conn.start_tls(self.tls_context, True, None, 10.0)
+            return 0
+        return self.connected(conn)
+
+    cdef int connected(self, Connection conn) except -1:
+        conn.state |= S_CONNECTED
+        if self.client_connected is not None:
+            conn._call_user(self.client_connected, self.client_args)
+        return 0
+
+    cdef int link_ended(self, _Link link) except -1:
+        cdef Connection conn = <Connection>link
+        if conn.state & S_CONNECTED and self.client_disconnected is not None:
+            try:
+                self.client_disconnected(conn)
+            except Exception as exc:
+                self.kernel.report_exception("Exception in client_disconnected", exc, conn)
+        self._release_slot()
+        return 0
+
+    cdef int _release_slot(self) except -1:
+        self.count -= 1
+        self.check_concurrency()
+        if self.shutting_down and self.count <= 0:
+            self.finish()
+        return 0
+
+    cdef int _expired(self, _Link link) except -1:
+        cdef Connection conn = <Connection>link
+        if self.client_error is not None:
+            conn._call_user(self.client_error,
+                            ("timeout", ETIMEDOUT, _strerror(ETIMEDOUT)))
+        if not (conn.state & S_ENDED):
+            conn._graceful()
+        return 0
+
+    def check_concurrency(self):
+        l = self.listener
+        if l is None or self.shutting_down:
+            return
+        want_pause = self.concurrency >= 0 and self.count >= self.concurrency
+        if want_pause and not self.accept_paused:
+            self.accept_paused = True
+            l.pause_accept()
+        elif not want_pause and self.accept_paused:
+            self.accept_paused = False
+            l.resume_accept()
+
+    def disconnected(self):
+        """A custom acceptor's connection ended (bookkeeping for concurrency)."""
+        if self.count > 0:
+            self._release_slot()
+
+    def close_listener(self):
+        l = self.listener
+        self.listener = None
+        if l is not None:
+            l.close()
+
+    def shutdown(self):
+        """Stop accepting; connections finish; then stopped."""
+        if self.shutting_down:
+            return
+        self.shutting_down = True
+        self.close_listener()
+        if self.count <= 0:
+            self.kernel.call_soon(self.finish_py, ())
+
+    def shutdown_connections(self):
+        for conn in list(self.conns.values()):
+            (<Connection>conn)._graceful()
+
+    def finish_py(self):
+        self.finish()
+
+    cdef int finish(self) except -1:
+        if self.stopped:
+            return 0
+        self.stopped = True
+        self.owner._finished(True)
+        return 0
+
+
+# ---------------------------------------------------------------------------
+# TCPMulti
+
+cdef class Conn(_Link):
+    """One connection of a TCPMulti (POE's CHEAP)."""
+
+    @property
+    def port(self):
+        return self._port
+
+    def filter(self, f):
+        """Set the input and output filter."""
+        self.c_set_input_filter(f)
+        self.c_set_output_filter(f)
+
+    def input_filter(self, f):
+        self.c_set_input_filter(f)
+
+    def output_filter(self, f):
+        self.c_set_output_filter(f)
+
+    def timeout(self, seconds=None):
+        """Get the current timeout, or set and restart it (0 disables)."""
+        cdef double s
+        if seconds is None:
+            if self.state & (S_CONNECTING | S_RESOLVING):
+                return self._connect_timeout
+            return self._input_timeout
+        try:
+            s = float(seconds)
+        except (TypeError, ValueError):
+            raise TypeError(f"seconds: expected a number, not {type(seconds).__name__}") from None
+        if s < 0:
+            raise ValueError(f"seconds: must be >= 0, not {seconds!r}")
+        if self.state & S_ENDED:
+            return None
+        if self.state & (S_CONNECTING | S_RESOLVING):
+            self._connect_timeout = s
+        else:
+            self._input_timeout = s
+        self.core.arm(self, s)
+        return None
+
+    @property
+    def multi(self):
+        return self.core.owner
+
+    cdef int _on_input(self, object record) except -1:
+        if self.state & S_SHUTTING:
+            return 0
+        if self.timeout_s > 0.0:
+            self.deadline = self.kernel.now() + self.timeout_s
+        (<_MultiCore>self.core).on_input(self, record)
+        return 0
+
+    cdef int _on_connected(self) except -1:
+        cdef _MultiCore core = <_MultiCore>self.core
+        self.state = (self.state & ~S_CONNECTING) | S_OPEN
+        if core.tls_context is not None:
+            self.start_tls(core.tls_context, False,
+                           core.server_hostname if core.server_hostname is not None
+                           else self.addr, core.tls_timeout)
+            return 0
+        return self._success()
+
+    cdef int _on_handshake(self) except -1:
+        return self._success()
+
+    cdef int _success(self) except -1:
+        cdef _MultiCore core = <_MultiCore>self.core
+        self.state |= S_CONNECTED
+        core.arm(self, self._input_timeout)
+        if core.on_success is not None:
+            core.on_success(self)
+        return 0
+
+    cdef int _on_error(self, str op, int errnum, str errstr) except -1:
+        cdef _MultiCore core = <_MultiCore>self.core
+        self.state |= S_ERROR
+        if not (self.state & S_CONNECTED):
+            # connect or TLS handshake failed
+            if core.on_failure is not None:
+                core.on_failure(self, op, errnum, errstr)
+            self._end(True)
+            return 0
+        if core.on_error is not None:
+            core.on_error(self, op, errnum, errstr)
+        elif not _default_error_is_quiet(errnum):
+            _log.warning("cypoe: TCPMulti %s:%s %s error %d: %s", self.addr, self._port,
+                         op, errnum, errstr)
+        self._graceful()
+        return 0
+
+    cdef int _on_flushed(self) except -1:
+        if self.state & S_SHUTTING:
+            self._end(True)
+        return 0
+
+    def __repr__(self):
+        return f"<cypoe.TCPMulti.Conn id={self.id} {self.addr}:{self._port}>"
+
+
+cdef class _MultiCore(_Core):
+    cdef public object on_input, on_success, on_failure, on_error
+    cdef public object on_disconnected, on_timeout, on_initialize
+    cdef public object in_filter, out_filter
+    cdef public double connect_timeout, input_timeout
+    cdef public object bind_address
+    cdef public int domain
+    cdef public object tls_context
+    cdef public object server_hostname
+    cdef public double tls_timeout
+    cdef public bint dying
+
+    def __init__(self, Kernel kernel, owner):
+        self.kernel = kernel
+        self.owner = owner
+        self.tls_timeout = 10.0
+
+    def connect(self, str address, int port, bind_address, bind_port,
+                connect_timeout, input_timeout, heap):
+        cdef Conn c = Conn.__new__(Conn)
+        cdef double ct = self.connect_timeout if connect_timeout is None else connect_timeout
+        cdef double it = self.input_timeout if input_timeout is None else input_timeout
+        c.core = self
+        c.addr = address
+        c._port = port
+        c._connect_timeout = ct
+        c._input_timeout = it
+        c._heap = heap
+        c.kernel = self.kernel     # until setup(): lets delay()/post() work at once
+        ba = bind_address if bind_address is not None else self.bind_address
+        c._bind = (ba, bind_port or 0) if (ba is not None or bind_port) else None
+        family = self.domain if self.domain else _family_of(address)
+        c.state = S_RESOLVING
+        # The id (from ReadWrite) exists before the socket does and never changes.
+        self.conns[c.id] = c
+        self.arm(c, ct)
+        if self.on_initialize is not None:
+            self.on_initialize(c)
+        if c.state & S_ENDED:
+            return c
+        if family == 0:
+            self.owner._resolve(c, address, port)
+        else:
+            self.start(c, family, address)
+        return c
+
+    def start(self, Conn c, int family, str numeric):
+        """Open the socket and start connecting to a numeric address."""
+        cdef int err = 0
+        cdef const char* op = NULL
+        cdef int fd
+        cdef str bhost = None
+        cdef int bport = 0
+        if c.state & S_ENDED:
+            return
+        if c._bind is not None:
+            bhost = c._bind[0]
+            bport = c._bind[1]
+        try:
+            fd = nb_connect(family, numeric, c._port, bhost, bport, &err, &op)
+        except ValueError as exc:
+            self.fail(c, "connect", EINVAL, str(exc))
+            return
+        if fd < 0:
+            self.fail(c, (<bytes>op).decode(), err, _strerror(err))
+            return
+        c.state = (c.state & ~S_RESOLVING) | S_CONNECTING
+        c.setup(self.kernel, fd, make_filter(self.in_filter, "filter"),
+                make_filter(self.out_filter, "output_filter")
+                if self.out_filter is not None else None, True)
+
+    def fail(self, Conn c, str op, int errnum, str errstr):
+        """A connect attempt failed before it reached the socket layer."""
+        if c.state & S_ENDED:
+            return
+        c.state |= S_ERROR
+        self.kernel.call_soon(self._fail_later, (c, op, errnum, errstr))
+
+    def _fail_later(self, Conn c, op, errnum, errstr):
+        if c.state & S_ENDED:
+            return
+        if self.on_failure is not None:
+            c._call_user(self.on_failure, (op, errnum, errstr))
+        c._end(True)
+
+    cdef int _expired(self, _Link link) except -1:
+        cdef Conn c = <Conn>link
+        c._end(False)
+        if self.on_timeout is not None:
+            try:
+                self.on_timeout(c)
+            except Exception as exc:
+                self.kernel.report_exception("Exception in on_timeout", exc, c)
+            self.owner._conn_gone(c)
+        else:
+            # Without on_timeout the terminal callback is on_disconnected.
+            self.link_ended(c)
+        return 0
+
+    cdef int link_ended(self, _Link link) except -1:
+        if self.on_disconnected is not None:
+            try:
+                self.on_disconnected(link)
+            except Exception as exc:
+                self.kernel.report_exception("Exception in on_disconnected", exc, link)
+        self.owner._conn_gone(link)
+        return 0
+
+    def shutdown_all(self):
+        for c in list(self.conns.values()):
+            (<Conn>c)._graceful()
+
+    def count(self):
+        return len(self.conns)
+
+
+# ---------------------------------------------------------------------------
+# Client
+
+cdef class ClientLink(_Link):
+    """The connection of a Client (internal: user code sees the Client)."""
+
+    cdef int _on_input(self, object record) except -1:
+        if self.state & S_SHUTTING:
+            return 0
+        (<_ClientCore>self.core).server_input(self.core.owner, record)
+        return 0
+
+    cdef int _on_connected(self) except -1:
+        self.state = (self.state & ~S_CONNECTING) | S_OPEN
+        self.deadline = 0.0
+        self.timeout_s = 0.0
+        self.core.owner._tcp_connected(self)
+        return 0
+
+    cdef int _on_handshake(self) except -1:
+        self.core.owner._ready(self)
+        return 0
+
+    cdef int _on_error(self, str op, int errnum, str errstr) except -1:
+        cdef _ClientCore core = <_ClientCore>self.core
+        self.state |= S_ERROR
+        if not (self.state & S_CONNECTED):
+            self.core.owner._connect_failed(self, op, errnum, errstr)
+            return 0
+        if core.server_error is not None:
+            core.server_error(core.owner, op, errnum, errstr)
+        elif not _default_error_is_quiet(errnum):
+            _log.warning("cypoe: Client %s error %d: %s", op, errnum, errstr)
+        if self.core.owner._link is self:
+            self._graceful()
+        return 0
+
+    cdef int _on_flushed(self) except -1:
+        cdef _ClientCore core = <_ClientCore>self.core
+        if core.server_flushed is not None:
+            core.server_flushed(core.owner)
+        if self.state & S_SHUTTING:
+            self._end(True)
+        return 0
+
+    cdef int _on_high(self) except -1:
+        cdef _ClientCore core = <_ClientCore>self.core
+        if core.server_high is not None:
+            core.server_high(core.owner)
+        return 0
+
+    cdef int _on_low(self) except -1:
+        cdef _ClientCore core = <_ClientCore>self.core
+        if core.server_low is not None:
+            core.server_low(core.owner)
+        return 0
+
+    cdef int _user_exception(self, object exc) except -1:
+        self.kernel.report_exception(
+            "Exception in a Client callback (the connection is closed)", exc, self.core.owner)
+        self._end(True)
+        return 0
+
+    def mark_connected(self):
+        self.state |= S_CONNECTED
+
+    def adopt(self, sock):
+        """From now on ``sock`` owns the fd: closing the link closes it."""
+        self._sock = sock
+
+    def begin(self, Kernel k, int fd, inf, outf):
+        self.state = S_CONNECTING
+        self.setup(k, fd, inf, outf, True)
+
+    def abort(self, bint notify):
+        self._end(notify)
+
+    def graceful(self):
+        self._graceful()
+
+    def tls(self, ctx, server_hostname, double timeout):
+        self.start_tls(ctx, False, server_hostname, timeout)
+
+    def marks(self, Py_ssize_t high, Py_ssize_t low):
+        self.set_marks(high, low)
+
+    @property
+    def ended(self):
+        return (self.state & S_ENDED) != 0
+
+    @property
+    def fd_(self):
+        return self.fd
+
+
+cdef class _ClientCore(_Core):
+    cdef public object server_input, server_error, server_flushed
+    cdef public object server_high, server_low
+
+    def __init__(self, Kernel kernel, owner):
+        self.kernel = kernel
+        self.owner = owner
+
+    def new_link(self):
+        cdef ClientLink l = ClientLink.__new__(ClientLink)
+        l.core = self
+        return l
+
+    def arm_link(self, ClientLink l, double seconds):
+        self.arm(l, seconds)
+        self.conns[l.id] = l
+
+    cdef int _expired(self, _Link link) except -1:
+        self.owner._connect_timed_out(link)
+        return 0
+
+    cdef int link_ended(self, _Link link) except -1:
+        self.owner._link_ended(link)
+        return 0
+
+
+cdef int _family_of(str address) except -1:
+    """AF_INET / AF_INET6 for a numeric address, 0 for a name to resolve."""
+    try:
+        _socket.inet_pton(_socket.AF_INET, address)
+        return _socket.AF_INET
+    except OSError:
+        pass
+    try:
+        _socket.inet_pton(_socket.AF_INET6, address)
+        return _socket.AF_INET6
+    except OSError:
+        return 0
+
+
+def family_of(address):
+    return _family_of(address)
+
+
+def call_soon(Kernel kernel, fn, *args):
+    """Queue ``fn(*args)`` on ``kernel``'s event queue (loop thread only;
+    unlike call_soon_threadsafe it costs no system call)."""
+    kernel.call_soon(fn, args)
+
+
+def make_filter_py(spec, name):
+    return make_filter(spec, name)

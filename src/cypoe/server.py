@@ -1,0 +1,349 @@
+"""Server: POE::Component::Server::TCP.
+
+A listening socket and one ``Connection`` per client.  The per-connection
+work (input, errors, flushing, timeouts) is compiled in ``cypoe._components``;
+this module validates parameters and does the bookkeeping that happens once
+per server or once per connection.
+"""
+import errno
+import logging
+import socket
+
+from cypoe import _kernel
+from cypoe._components import Connection, _ServerCore
+from cypoe.errors import CypoeError
+
+__all__ = ["Server", "Connection"]
+
+_log = logging.getLogger("cypoe")
+
+_CLIENT_PARAMS = (
+    "client_connected", "client_disconnected", "client_error", "client_flushed",
+    "client_pre_connect", "client_filter", "client_input_filter", "client_output_filter",
+    "client_high", "client_low", "client_input_timeout",
+)
+
+
+def _callable_or_none(name, value):
+    if value is not None and not callable(value):
+        raise TypeError(f"{name}: expected a callable or None, not {type(value).__name__}")
+    return value
+
+
+def check_filter_spec(name, spec):
+    """A ``*_filter`` parameter: a Filter instance (cloned per connection), a
+    Filter class or a zero-argument factory."""
+    if spec is None:
+        return None
+    if isinstance(spec, type) or callable(spec) and not hasattr(spec, "get_one_start"):
+        return spec
+    if hasattr(spec, "get_one_start") and hasattr(spec, "clone"):
+        return spec
+    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
+                    f"not {type(spec).__name__}")
+
+
+def check_marks(names, values):
+    """The four watermark settings go together; 0 < low < high."""
+    given = [n for n, v in zip(names, values) if v is not None]
+    if not given:
+        return 0, 0
+    if len(given) != len(names):
+        missing = [n for n, v in zip(names, values) if v is None]
+        raise TypeError(f"{missing[0]}: {', '.join(names)} go together")
+    high, low = values[0], values[1]
+    for n, v in ((names[0], high), (names[1], low)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{n}: expected an int, not {type(v).__name__}")
+        if v <= 0:
+            raise ValueError(f"{n}: must be > 0, not {v}")
+    if low >= high:
+        raise ValueError(f"{names[1]}: must be < {names[0]} ({low} >= {high})")
+    for n, v in zip(names[2:], values[2:]):
+        _callable_or_none(n, v)
+    return high, low
+
+
+def check_timeout(name, value):
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number of seconds, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name}: must be >= 0, not {value}")
+    return float(value)
+
+
+def resolve_kernel(kernel):
+    if kernel is None:
+        return _kernel.default_kernel()
+    if not isinstance(kernel, _kernel.Kernel):
+        raise TypeError(f"kernel: expected a Kernel, not {type(kernel).__name__}")
+    return kernel
+
+
+class _SignalShutdown:
+    """What the kernel calls on SIGINT/SIGTERM: close the listener and end
+    every connection gracefully."""
+
+    __slots__ = ("server",)
+
+    def __init__(self, server):
+        self.server = server
+
+    def shutdown(self):
+        self.server.shutdown()
+        self.server._core.shutdown_connections()
+
+
+class Server:
+    """A TCP server (POE::Component::Server::TCP); see API.md "Server"."""
+
+    def __init__(self, *, port=0, address=None, hostname=None, domain=socket.AF_INET,
+                 alias=None, concurrency=-1, reuse_port=False, listen_queue=None,
+                 acceptor=None, error=None, started=None, stopped=None, listener_args=(),
+                 client_input=None, client_connected=None, client_disconnected=None,
+                 client_error=None, client_flushed=None, client_pre_connect=None,
+                 client_filter=None, client_input_filter=None, client_output_filter=None,
+                 client_args=(), client_shutdown_on_error=True,
+                 high_mark=None, low_mark=None, client_high=None, client_low=None,
+                 client_input_timeout=None, ssl=None, states=None, kernel=None):
+        k = resolve_kernel(kernel)
+        if (acceptor is None) == (client_input is None):
+            raise TypeError("acceptor/client_input: exactly one of them is required")
+        _callable_or_none("acceptor", acceptor)
+        _callable_or_none("client_input", client_input)
+        if acceptor is not None:
+            local = locals()
+            for name in _CLIENT_PARAMS:
+                if local[name] is not None:
+                    raise TypeError(f"{name}: needs client_input (not with acceptor)")
+            if client_args:
+                raise TypeError("client_args: needs client_input (not with acceptor)")
+            if high_mark is not None or low_mark is not None:
+                raise TypeError("high_mark: needs client_input (not with acceptor)")
+            if ssl is not None:
+                raise TypeError("ssl: needs client_input (not with acceptor)")
+        for name, cb in (("error", error), ("started", started), ("stopped", stopped),
+                         ("client_connected", client_connected),
+                         ("client_disconnected", client_disconnected),
+                         ("client_error", client_error), ("client_flushed", client_flushed),
+                         ("client_pre_connect", client_pre_connect)):
+            _callable_or_none(name, cb)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+            raise TypeError(f"concurrency: expected an int, not {type(concurrency).__name__}")
+        if concurrency < -1:
+            raise ValueError(f"concurrency: must be -1 (unlimited) or >= 0, not {concurrency}")
+        if client_filter is not None and (client_input_filter is not None
+                                          or client_output_filter is not None):
+            raise TypeError("client_filter: give either client_filter or "
+                            "client_input_filter/client_output_filter")
+        check_filter_spec("client_filter", client_filter)
+        check_filter_spec("client_input_filter", client_input_filter)
+        check_filter_spec("client_output_filter", client_output_filter)
+        high, low = check_marks(("high_mark", "low_mark", "client_high", "client_low"),
+                                (high_mark, low_mark, client_high, client_low))
+        timeout = check_timeout("client_input_timeout", client_input_timeout)
+        if states is not None:
+            if not isinstance(states, dict):
+                raise TypeError(f"states: expected a dict, not {type(states).__name__}")
+            for name, fn in states.items():
+                if not isinstance(name, str) or not callable(fn):
+                    raise TypeError(f"states: {name!r} must map a str to a callable")
+        if not isinstance(listener_args, (tuple, list)):
+            raise TypeError("listener_args: expected a tuple or list")
+        if not isinstance(client_args, (tuple, list)):
+            raise TypeError("client_args: expected a tuple or list")
+        tls_context = None
+        if ssl is not None and ssl is not False:
+            import ssl as ssl_mod
+            if not isinstance(ssl, ssl_mod.SSLContext):
+                raise TypeError("ssl: expected an ssl.SSLContext (a server needs its "
+                                "certificate)")
+            tls_context = ssl
+        if hostname is not None and address is not None:
+            raise TypeError("hostname: give either address or hostname")
+        if hostname is not None:
+            if not isinstance(hostname, str):
+                raise TypeError("hostname: expected a str")
+            try:
+                infos = socket.getaddrinfo(hostname, None, domain, socket.SOCK_STREAM)
+                address = infos[0][4][0]
+            except socket.gaierror as exc:
+                address = None
+                self._resolve_error = exc
+        self.kernel = k
+        self.alias = alias
+        self.listener_args = tuple(listener_args)
+        self._states = dict(states) if states else None
+        self._started_cb = started
+        self._stopped_cb = stopped
+        self._error_cb = error
+        self._ended = False
+        self._bound = False
+        core = _ServerCore(k, self)
+        core.client_input = client_input
+        core.client_connected = client_connected
+        core.client_disconnected = client_disconnected
+        core.client_error = client_error
+        core.client_flushed = client_flushed
+        core.client_pre_connect = client_pre_connect
+        core.client_high = client_high
+        core.client_low = client_low
+        core.acceptor = acceptor
+        if client_input is not None:
+            from cypoe.filters import Line
+            core.in_filter = (client_input_filter if client_input_filter is not None
+                              else client_filter if client_filter is not None else Line())
+            core.out_filter = (client_output_filter if client_output_filter is not None
+                               else None if client_input_filter is None
+                               else Line())
+        core.client_args = tuple(client_args)
+        core.shutdown_on_error = bool(client_shutdown_on_error)
+        core.input_timeout = timeout
+        core.high_mark = high
+        core.low_mark = low
+        core.tls_context = tls_context
+        core.concurrency = concurrency
+        core.family = domain if isinstance(domain, int) else socket.AF_INET
+        self._core = core
+        self._signal_hook = _SignalShutdown(self)
+        k.register_component(self._signal_hook)
+        if alias is not None:
+            k.alias_set(alias, self)
+
+        if hostname is not None and address is None:
+            exc = self._resolve_error
+            core.listener = None
+            k.call_soon_threadsafe(self._listen_failed, "resolve", exc.errno or 0,
+                                   exc.strerror or str(exc))
+            return
+        bind_address = address
+        if bind_address is None and domain != socket.AF_UNIX:
+            bind_address = "::" if domain == socket.AF_INET6 else "0.0.0.0"
+        self._failure = None
+        listener = core.make_listener(
+            socket_domain=domain, bind_address=bind_address, bind_port=port,
+            reuse=True, reuse_port=reuse_port, listen_queue=listen_queue,
+            on_success=self._unexpected_success, on_failure=self._listener_failure,
+            kernel=k)
+        try:
+            self._sockname = listener.getsockname()
+        except Exception:
+            self._sockname = None
+        if self._sockname is None or self._failure is not None:
+            core.listener = None
+            return
+        self._bound = True
+        self.address = (self._sockname[0] if isinstance(self._sockname, tuple)
+                        else self._sockname)
+        if concurrency == 0:
+            core.check_concurrency()
+        if started is not None:
+            try:
+                started(self, *self.listener_args)
+            except Exception as exc:
+                k.report_exception("Exception in the Server's started callback", exc, self)
+
+    # -- listener events -----------------------------------------------------
+
+    def _unexpected_success(self, sf, sock, addr, port):  # pragma: no cover
+        sock.close()
+
+    def _listener_failure(self, sf, op, errnum, errstr):
+        if op in ("socket", "bind", "listen", "setsockopt", "resolve"):
+            self._failure = (op, errnum, errstr)
+            self._listen_failed(op, errnum, errstr)
+            return
+        self._report_error(op, errnum, errstr)
+
+    def _listen_failed(self, op, errnum, errstr):
+        if self._ended:
+            return
+        self._report_error(op, errnum, errstr)
+        # A server that never listened ends without "stopped".
+        self._core.close_listener()
+        self._finished(False)
+
+    def _report_error(self, op, errnum, errstr):
+        if self._error_cb is not None:
+            try:
+                self._error_cb(self, op, errnum, errstr)
+            except Exception as exc:
+                self.kernel.report_exception("Exception in the Server's error callback",
+                                             exc, self)
+            return
+        _log.error("cypoe: Server on port %s: %s error %d: %s", self.port, op, errnum, errstr)
+        if op not in ("accept",):
+            self.shutdown()
+
+    def _finished(self, call_stopped):
+        if self._ended:
+            return
+        self._ended = True
+        k = self.kernel
+        k.unregister_component(self._signal_hook)
+        if self.alias is not None and k.alias_resolve(self.alias) is self:
+            k.alias_remove(self.alias)
+        if call_stopped and self._stopped_cb is not None:
+            try:
+                self._stopped_cb(self)
+            except Exception as exc:
+                k.report_exception("Exception in the Server's stopped callback", exc, self)
+
+    # kernel.post(alias, "shutdown" | "set_concurrency" | "disconnected", ...)
+    def _cypoe_event(self, event, args):
+        if event == "shutdown":
+            return self.shutdown()
+        if event == "set_concurrency":
+            return self.set_concurrency(*args)
+        if event == "disconnected":
+            return self.disconnected()
+        raise CypoeError(f"Server: unknown event {event!r}")
+
+    # -- public --------------------------------------------------------------
+
+    @property
+    def port(self):
+        """The bound port (known as soon as the Server is constructed)."""
+        s = getattr(self, "_sockname", None)
+        return s[1] if isinstance(s, tuple) else None
+
+    @property
+    def connections(self):
+        return self._core.count
+
+    @property
+    def concurrency(self):
+        return self._core.concurrency
+
+    @property
+    def started(self):
+        return self._bound
+
+    def getsockname(self):
+        return self._sockname
+
+    def set_concurrency(self, n):
+        """Change the connection limit; takes effect at once, both ways."""
+        if isinstance(n, bool) or not isinstance(n, int):
+            raise TypeError(f"concurrency: expected an int, not {type(n).__name__}")
+        if n < -1:
+            raise ValueError(f"concurrency: must be -1 or >= 0, not {n}")
+        self._core.concurrency = n
+        self._core.check_concurrency()
+
+    def disconnected(self):
+        """For a custom acceptor: one of its connections has ended."""
+        self._core.disconnected()
+
+    def shutdown(self):
+        """Stop accepting now; open connections finish; ``stopped`` runs after
+        the last one has ended."""
+        if self._ended:
+            return
+        self._core.shutdown()
+
+    def __repr__(self):
+        return (f"<cypoe.Server port={self.port} connections={self._core.count}"
+                f"{' ended' if self._ended else ''}>")

@@ -1,0 +1,270 @@
+"""TCPMulti: POE::Component::Client::TCPMulti.
+
+One session for any number of outbound connections.  Each connection is a
+compiled ``Conn`` (a ReadWrite with an id, an address and a lazily created
+heap; no Python socket, dict or session of its own); timeouts are deadlines
+checked by one sweep for the whole component.
+"""
+import errno
+import socket
+
+from cypoe import _kernel
+from cypoe._components import Conn, _MultiCore, call_soon, family_of
+from cypoe.client import resolve_async
+from cypoe.errors import CypoeError
+from cypoe.server import (_callable_or_none, check_filter_spec, check_timeout,
+                          resolve_kernel)
+
+__all__ = ["TCPMulti", "Conn"]
+
+DEFAULT_CONNECT_TIMEOUT = 30.0
+DEFAULT_INPUT_TIMEOUT = 300.0
+
+_RESERVED_STATES = ("connect", "send", "shutdown", "die")
+
+
+class _SignalShutdown:
+    __slots__ = ("multi",)
+
+    def __init__(self, multi):
+        self.multi = multi
+
+    def shutdown(self):
+        self.multi.die()
+
+
+class TCPMulti:
+    """Many outbound TCP connections in one session; see API.md "TCPMulti".
+
+    State handlers (``states=``) and the session's ``_start``/``_stop``
+    receive the TCPMulti first: ``handler(multi, *args)``.  The session's
+    events ``connect``, ``send``, ``shutdown`` and ``die`` are built in
+    (``kernel.post(alias, "connect", address, port)``).
+    """
+
+    def __init__(self, *, on_input, on_success=None, on_failure=None, on_error=None,
+                 on_disconnected=None, on_timeout=None, on_initialize=None,
+                 filter=None, input_filter=None, output_filter=None,
+                 connect_timeout=DEFAULT_CONNECT_TIMEOUT,
+                 input_timeout=DEFAULT_INPUT_TIMEOUT, domain=None, bind_address=None,
+                 alias=None, states=None, args=(), kernel=None, ssl=None,
+                 server_hostname=None):
+        k = resolve_kernel(kernel)
+        if not callable(on_input):
+            raise TypeError(f"on_input: expected a callable, not {type(on_input).__name__}")
+        for name, cb in (("on_success", on_success), ("on_failure", on_failure),
+                         ("on_error", on_error), ("on_disconnected", on_disconnected),
+                         ("on_timeout", on_timeout), ("on_initialize", on_initialize)):
+            _callable_or_none(name, cb)
+        if filter is not None and (input_filter is not None or output_filter is not None):
+            raise TypeError("filter: give either filter or input_filter/output_filter")
+        check_filter_spec("filter", filter)
+        check_filter_spec("input_filter", input_filter)
+        check_filter_spec("output_filter", output_filter)
+        ct = check_timeout("connect_timeout", connect_timeout)
+        it = check_timeout("input_timeout", input_timeout)
+        if domain not in (None, socket.AF_INET, socket.AF_INET6):
+            raise ValueError(f"domain: expected None, AF_INET or AF_INET6, not {domain!r}")
+        if bind_address is not None and not isinstance(bind_address, str):
+            raise TypeError("bind_address: expected a str")
+        if states is not None:
+            if not isinstance(states, dict):
+                raise TypeError(f"states: expected a dict, not {type(states).__name__}")
+            for name, fn in states.items():
+                if not isinstance(name, str) or not callable(fn):
+                    raise TypeError(f"states: {name!r} must map a str to a callable")
+        if not isinstance(args, (tuple, list)):
+            raise TypeError("args: expected a tuple or list")
+        tls = None
+        if ssl is not None and ssl is not False:
+            import ssl as ssl_mod
+            if ssl is True:
+                tls = ssl_mod.create_default_context()
+            elif isinstance(ssl, ssl_mod.SSLContext):
+                tls = ssl
+            else:
+                raise TypeError("ssl: expected True or an ssl.SSLContext")
+
+        from cypoe.filters import Line
+        core = _MultiCore(k, self)
+        core.on_input = on_input
+        core.on_success = on_success
+        core.on_failure = on_failure
+        core.on_error = on_error
+        core.on_disconnected = on_disconnected
+        core.on_timeout = on_timeout
+        core.on_initialize = on_initialize
+        core.in_filter = (input_filter if input_filter is not None
+                          else filter if filter is not None else Line())
+        core.out_filter = (output_filter if output_filter is not None
+                           else None if input_filter is None else Line())
+        core.connect_timeout = ct
+        core.input_timeout = it
+        core.bind_address = bind_address
+        core.domain = domain or 0
+        core.tls_context = tls
+        core.server_hostname = server_hostname
+        self._core = core
+        self.kernel = k
+        self.alias = alias
+        self._states = dict(states) if states else None
+        self._ended = False
+        self._held = False
+        self._signal_hook = _SignalShutdown(self)
+
+        user_states = dict(states) if states else {}
+        session_states = {}
+        for name, fn in user_states.items():
+            if name in _RESERVED_STATES:
+                continue
+            session_states[name] = self._adapt(fn)
+        session_states["_stop"] = self._on_stop
+        session_states["connect"] = lambda s, *a: self.connect(*a)
+        session_states["send"] = lambda s, c, *recs: self.send(c, *recs)
+        session_states["shutdown"] = lambda s, c: self.shutdown(c)
+        session_states["die"] = lambda s: self.die()
+        user_start = user_states.get("_start")
+
+        def start(session, *a):
+            self.session = session
+            self.heap = session.heap
+            # Held until the first loop iteration, so that connect() can be
+            # called right after the constructor.
+            session.retain()
+            call_soon(k, session.release)
+            if user_start is not None:
+                user_start(self, *a)
+
+        session_states["_start"] = start
+        self._user_stop = user_states.get("_stop")
+        k.register_component(self._signal_hook)
+        _kernel.Session(session_states, alias=alias, args=tuple(args), kernel=k)
+
+    def _adapt(self, fn):
+        return lambda session, *a: fn(self, *a)
+
+    # -- connections -----------------------------------------------------------
+
+    def connect(self, address, port, *, bind_address=None, bind_port=None,
+                connect_timeout=None, input_timeout=None, heap=None):
+        """Open a connection; returns its Conn at once (``on_initialize`` has
+        run).  The outcome arrives as on_success or on_failure."""
+        if self._ended:
+            raise CypoeError("connect: this TCPMulti has ended")
+        if not isinstance(address, str) or not address:
+            raise TypeError(f"address: expected a host name or address (str), not {address!r}")
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+            raise ValueError(f"port: expected a port number 1-65535, not {port!r}")
+        if bind_address is not None and not isinstance(bind_address, str):
+            raise TypeError("bind_address: expected a str")
+        if bind_port is not None and (isinstance(bind_port, bool) or not isinstance(bind_port, int)
+                                      or not 0 <= bind_port <= 65535):
+            raise ValueError(f"bind_port: expected a port number 0-65535, not {bind_port!r}")
+        ct = None if connect_timeout is None else check_timeout("connect_timeout",
+                                                                 connect_timeout)
+        it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
+        if heap is not None and not isinstance(heap, dict):
+            raise TypeError(f"heap: expected a dict, not {type(heap).__name__}")
+        c = self._core.connect(address, port, bind_address, bind_port, ct, it, heap)
+        if self._core.conns and not self._held:
+            # Live connections keep the session alive.
+            self._held = True
+            self.session.retain()
+        return c
+
+    def _resolve(self, c, host, port):
+        attempt_id = c.id
+
+        def done(fam, result):
+            conn = self._core.conns.get(attempt_id)
+            if conn is None:
+                return
+            if fam is None:
+                self._core.fail(conn, "resolve", getattr(result, "errno", 0) or 0,
+                                getattr(result, "strerror", None) or str(result))
+                return
+            self._core.start(conn, fam, result)
+
+        resolve_async(self.kernel, host, port, self._core.domain or None, done)
+
+    def _conn_gone(self, c):
+        if self._core.conns:
+            return
+        if self._core.dying and not self._ended:
+            self._held = False
+            self.session.stop()
+        elif self._held:
+            self._held = False
+            self.session.release()
+
+    def _on_stop(self, session):
+        self._ended = True
+        self.kernel.unregister_component(self._signal_hook)
+        if self._user_stop is not None:
+            self._user_stop(self)
+
+    def _conn(self, conn_or_id):
+        if isinstance(conn_or_id, Conn):
+            return conn_or_id
+        return self._core.conns.get(conn_or_id)
+
+    def send(self, conn_or_id, *records):
+        """Queue records on a connection (no-op for one that is gone)."""
+        c = self._conn(conn_or_id)
+        if c is None or not c.connected:
+            return False
+        return c.put(*records)
+
+    def shutdown(self, conn_or_id):
+        """Graceful close: flush, close, then on_disconnected.  Nothing for a
+        connection that is already gone."""
+        c = self._conn(conn_or_id)
+        if c is not None:
+            c.shutdown()
+
+    def die(self):
+        """Shut every connection down gracefully and end the session."""
+        if self._ended:
+            return
+        self._core.dying = True
+        self._core.shutdown_all()
+        if not self._core.conns:
+            self.session.stop()
+
+    # -- session face ------------------------------------------------------------
+
+    def post(self, event, *args):
+        return self.session.post(event, *args)
+
+    def call(self, event, *args):
+        return self.session.call(event, *args)
+
+    def delay(self, seconds, event, *args):
+        return self.session.delay(seconds, event, *args)
+
+    @property
+    def connections(self):
+        """The number of connections (connecting or connected)."""
+        return len(self._core.conns)
+
+    @property
+    def ended(self):
+        return self._ended
+
+    def __getitem__(self, conn_id):
+        c = self._core.conns.get(conn_id)
+        if c is None:
+            raise KeyError(conn_id)
+        return c
+
+    def __contains__(self, conn_id):
+        return conn_id in self._core.conns
+
+    def __iter__(self):
+        return iter(list(self._core.conns.values()))
+
+    def __len__(self):
+        return len(self._core.conns)
+
+    def __repr__(self):
+        return f"<cypoe.TCPMulti connections={len(self._core.conns)}>"
