@@ -47,8 +47,26 @@ def make_server(protocol, host, port, filter_kind="line", *, max_connections=Non
             if out:
                 conn.put(*out)
 
+    stopping = []
+
+    class _StreamStopper:
+        """On SIGINT/SIGTERM, streaming protocols (chargen) end their
+        streams, so that the graceful shutdown can finish."""
+
+        def shutdown(self):
+            stopping.append(True)
+            k.unregister_component(self)
+
+    k = kernel if kernel is not None else cy.kernel
+    if put_more:
+        k.register_component(_StreamStopper())
+
     def client_flushed(conn):
-        if put_more and conn.connected and not conn.shutting_down:
+        if not (put_more and conn.connected and not conn.shutting_down):
+            return
+        if stopping:
+            conn.shutdown()
+        else:
             conn.put(*proto.more(conn.heap["state"]))
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
