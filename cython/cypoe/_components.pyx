@@ -186,13 +186,16 @@ cdef class _Link(ReadWrite):
         self._cancel_timers()
         ReadWrite.c_close(self)
         if self.core is not None:
-            self.core.conns.pop(self.id, None)
             if notify:
-                # The terminal callback never runs inside another callback.
+                # The terminal callback never runs inside another callback;
+                # until it has run the connection still counts.
                 self.core.kernel.call_soon(self._ended, ())
+            else:
+                self.core.conns.pop(self.id, None)
         return 0
 
     def _ended(self):
+        self.core.conns.pop(self.id, None)
         self.core.link_ended(self)
 
     cdef int _graceful(self) except -1:
@@ -736,7 +739,8 @@ cdef class _MultiCore(_Core):
         c.kernel = self.kernel     # until setup(): lets delay()/post() work at once
         ba = bind_address if bind_address is not None else self.bind_address
         c._bind = (ba, bind_port or 0) if (ba is not None or bind_port) else None
-        family = self.domain if self.domain else _family_of(address)
+        # A numeric address is used as it is; a name is looked up off the loop.
+        family = _family_of(address)
         c.state = S_RESOLVING
         # The id (from ReadWrite) exists before the socket does and never changes.
         self.conns[c.id] = c
