@@ -14,6 +14,8 @@ cdef class _Core:
     cdef double _sweep_interval       # 0 while no timeout is in use
     cdef object owner                 # the Python component (Server, Client, TCPMulti)
     cdef int arm(self, _Link link, double seconds) except -1
+    cdef int attach(self, _Link link, int fd, object in_proto, object out_proto,
+                    bint connecting) except -1
     cdef int _schedule_sweep(self) except -1
     cdef int _expired(self, _Link link) except -1
     cdef int link_ended(self, _Link link) except -1
@@ -26,10 +28,12 @@ cdef class _Link(ReadWrite):
     cdef dict _heap                   # created on first use
     cdef list _timers                 # delay() timers, created on first use
     cdef unsigned int state           # S_* in _components.pyx
+    cdef object _proto_in             # filter to clone at the first input, or None
     cdef int _call_user(self, object fn, tuple args) except -1
     cdef int _end(self, bint notify) except -1
     cdef int _graceful(self) except -1
     cdef int _cancel_timers(self) except -1
+    cdef int _own_filter(self) except -1
 
 
 cdef class Connection(_Link):

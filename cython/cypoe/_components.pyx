@@ -20,6 +20,7 @@ from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL
 
 from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
 from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py
+from cypoe._filters cimport FilterBase
 
 import errno as _errno
 import logging
@@ -100,6 +101,26 @@ cdef class _Core:
             self._schedule_sweep()
         return 0
 
+    cdef int attach(self, _Link link, int fd, object in_proto, object out_proto,
+                    bint connecting) except -1:
+        """Register ``fd`` as ``link``'s socket.  The input filter is cloned
+        from ``in_proto`` only when the first bytes arrive (a connection that
+        never receives needs none); a built-in output filter is stateless
+        and shared by every connection."""
+        if out_proto is None:
+            out_proto = in_proto
+        if not isinstance(out_proto, FilterBase):
+            out_proto = make_filter(out_proto, "output_filter")
+        if isinstance(in_proto, FilterBase):
+            link.setup(self.kernel, fd, in_proto, out_proto, connecting)
+            link._proto_in = in_proto
+        else:
+            inf = make_filter(in_proto, "filter")
+            if out_proto is in_proto:
+                out_proto = inf
+            link.setup(self.kernel, fd, inf, out_proto, connecting)
+        return 0
+
     cdef int _schedule_sweep(self) except -1:
         # The sweep keeps nothing alive: the connections do.
         self._sweep_timer = self.kernel.schedule(
@@ -156,6 +177,28 @@ cdef class _Link(ReadWrite):
         self.state = 0
 
     # -- shared behaviour -------------------------------------------------
+
+    cdef int _own_filter(self) except -1:
+        cdef object f = self._proto_in.clone()
+        self._proto_in = None
+        self._in_f = f
+        self._cin = <FilterBase>f if isinstance(f, FilterBase) else None
+        return 0
+
+    cdef int _feed(self, const char* data, Py_ssize_t n) except -1:
+        if self._proto_in is not None:
+            self._own_filter()
+        return ReadWrite._feed(self, data, n)
+
+    cdef int c_set_input_filter(self, object f) except -1:
+        if self._proto_in is not None:
+            self._own_filter()
+        return ReadWrite.c_set_input_filter(self, f)
+
+    def get_input_filter(self):
+        if self._proto_in is not None:
+            self._own_filter()
+        return self._in_f
 
     cdef int _call_user(self, object fn, tuple args) except -1:
         """fn(self, *args) outside the ReadWrite hooks: an exception closes
@@ -474,9 +517,6 @@ cdef class _ServerCore(_Core):
         conn.remote_port = rport
         conn.remote_addr = addr
         conn.state = S_OPEN
-        inf = make_filter(self.in_filter, "client_filter")
-        outf = make_filter(self.out_filter, "client_output_filter") \
-            if self.out_filter is not None else None
         if self.client_pre_connect is not None:
             sock = _socket.socket(self.family, _socket.SOCK_STREAM, 0, fd)
             try:
@@ -490,12 +530,11 @@ cdef class _ServerCore(_Core):
                 conn.state |= S_ENDED
                 self._release_slot()
                 return 0
-            return self._start_with_socket(conn, result, inf, outf)
-        conn.setup(self.kernel, fd, inf, outf, False)
+            return self._start_with_socket(conn, result)
+        self.attach(conn, fd, self.in_filter, self.out_filter, False)
         return self._started(conn)
 
-    cdef int _start_with_socket(self, Connection conn, object sock, object inf,
-                                object outf) except -1:
+    cdef int _start_with_socket(self, Connection conn, object sock) except -1:
         ssl_ctx = None
         server_side = True
         if type(sock).__name__ == "SSLSocket":
@@ -505,7 +544,7 @@ cdef class _ServerCore(_Core):
             sock = plain
         sock.setblocking(False)
         conn._sock = sock
-        conn.setup(self.kernel, sock.fileno(), inf, outf, False)
+        self.attach(conn, sock.fileno(), self.in_filter, self.out_filter, False)
         if ssl_ctx is not None:
             self.conns[conn.id] = conn
             if self.high_mark > 0:
@@ -776,9 +815,8 @@ cdef class _MultiCore(_Core):
             self.fail(c, (<bytes>op).decode(), err, _strerror(err))
             return
         c.state = (c.state & ~S_RESOLVING) | S_CONNECTING
-        c.setup(self.kernel, fd, make_filter(self.in_filter, "filter"),
-                make_filter(self.out_filter, "output_filter")
-                if self.out_filter is not None else None, True)
+        c._bind = None
+        self.attach(c, fd, self.in_filter, self.out_filter, True)
 
     def fail(self, Conn c, str op, int errnum, str errstr):
         """A connect attempt failed before it reached the socket layer."""
