@@ -704,6 +704,8 @@ cdef class Conn(_Link):
         cdef _MultiCore core = <_MultiCore>self.core
         self.state = (self.state & ~S_CONNECTING) | S_OPEN
         if core.tls_context is not None:
+            # From here the handshake's own deadline (tls_timeout) applies.
+            core.arm(self, 0.0)
             self.start_tls(core.tls_context, False,
                            core.server_hostname if core.server_hostname is not None
                            else self.addr, core.tls_timeout)

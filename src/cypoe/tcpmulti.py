@@ -36,6 +36,12 @@ class _SignalShutdown:
 class TCPMulti:
     """Many outbound TCP connections in one session; see API.md "TCPMulti".
 
+    Beyond API.md: ``ssl=True`` or an ``ssl.SSLContext`` runs TLS on every
+    connection (``on_success`` after the handshake; a failed or timed-out
+    handshake is ``on_failure(conn, "tls", ...)``), ``server_hostname`` for
+    SNI/verification, ``tls_timeout`` (default 10 s) bounds the handshake
+    once TCP is connected.
+
     State handlers (``states=``) and the session's ``_start``/``_stop``
     receive the TCPMulti first: ``handler(multi, *args)``.  The session's
     events ``connect``, ``send``, ``shutdown`` and ``die`` are built in
@@ -48,7 +54,7 @@ class TCPMulti:
                  connect_timeout=DEFAULT_CONNECT_TIMEOUT,
                  input_timeout=DEFAULT_INPUT_TIMEOUT, domain=None, bind_address=None,
                  alias=None, states=None, args=(), kernel=None, ssl=None,
-                 server_hostname=None):
+                 server_hostname=None, tls_timeout=10.0):
         k = resolve_kernel(kernel)
         if not callable(on_input):
             raise TypeError(f"on_input: expected a callable, not {type(on_input).__name__}")
@@ -104,6 +110,10 @@ class TCPMulti:
         core.domain = domain or 0
         core.tls_context = tls
         core.server_hostname = server_hostname
+        tt = check_timeout("tls_timeout", tls_timeout)
+        if tls is not None and tt <= 0:
+            raise ValueError("tls_timeout: must be > 0")
+        core.tls_timeout = tt or 10.0
         self._core = core
         self.kernel = k
         self.alias = alias

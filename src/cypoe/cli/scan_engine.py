@@ -86,7 +86,10 @@ class Scanner:
                     kernel=kernel if kernel is not None else cy.Kernel(), on_other=on_other)
         kw = {}
         if tls:
-            kw = {"ssl": _tls_context(), "server_hostname": sni}
+            # An open port that does not speak TLS fails its handshake
+            # ("tls") within the connect timeout instead of hanging.
+            kw = {"ssl": _tls_context(), "server_hostname": sni,
+                  "tls_timeout": max(0.05, self.timeout)}
         self.multi = cy.TCPMulti(
             on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
             on_error=self._on_error,
@@ -99,10 +102,6 @@ class Scanner:
         # Timers go through the TCPMulti's session so that it stays alive
         # between connections (a session with nothing pending ends).
         self._delay = lambda seconds: self.multi.delay(seconds, "pump")
-        if tls and hasattr(self.multi, "_core") and hasattr(self.multi._core, "tls_timeout"):
-            # The handshake must time out (an open port, "tls" failure)
-            # before the connect deadline, which still runs during it.
-            self.multi._core.tls_timeout = max(0.05, self.timeout * 0.8)
 
     def _setup(self, plan, timing, on_result, *, banners, max_read, read_timeout, tls, sni,
                kernel, on_other=None):
