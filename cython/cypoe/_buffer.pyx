@@ -10,6 +10,26 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memmove
 
+# Blocks of the first size a buffer grows to are recycled through a small
+# free list: a connection's output buffer is released every time it drains
+# (so an idle connection holds no memory) and is needed again at the next
+# put.  glibc's malloc takes its slow path for this size (no tcache), so the
+# free list saves a malloc/free pair per drain.  Bounded: POOL_MAX blocks.
+cdef enum:
+    POOL_BLOCK = 4096
+    POOL_MAX = 64
+cdef char* _pool[POOL_MAX]
+cdef int _pool_n = 0
+
+
+cdef inline void _release(char* p, Py_ssize_t cap):
+    global _pool_n
+    if cap == POOL_BLOCK and _pool_n < POOL_MAX:
+        _pool[_pool_n] = p
+        _pool_n += 1
+    else:
+        free(p)
+
 
 cdef class ByteBuffer:
     """A growable byte buffer (internal; exposed to Python for tests)."""
@@ -27,14 +47,22 @@ cdef class ByteBuffer:
 
     def __dealloc__(self):
         if self.data != NULL:
-            free(self.data)
+            _release(self.data, self.cap)
             self.data = NULL
 
     cdef char* reserve(self, Py_ssize_t n) except NULL:
+        global _pool_n
         cdef Py_ssize_t live, need, newcap
         cdef char* p
         if self.end + n <= self.cap and self.data != NULL:
             return self.data + self.end
+        if self.data == NULL and n <= POOL_BLOCK and _pool_n > 0:
+            _pool_n -= 1
+            self.data = _pool[_pool_n]
+            self.cap = POOL_BLOCK
+            self.start = 0
+            self.end = 0
+            return self.data
         live = self.end - self.start
         need = live + n
         if self.start > 0:
@@ -87,7 +115,7 @@ cdef class ByteBuffer:
 
     cdef void shrink(self, Py_ssize_t keep):
         if self.end == self.start and self.cap > keep:
-            free(self.data)
+            _release(self.data, self.cap)
             self.data = NULL
             self.cap = 0
             self.start = 0
