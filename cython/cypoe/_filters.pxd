@@ -14,12 +14,15 @@
 #   - BufferOverflow means the new bytes were not taken in at all.
 # Contract of put_into(): serialise `records` (a tuple) and append the bytes
 # to `out`; returns the number of records written.
+# put_one(): the same for one record, without a tuple (ReadWrite's put fast
+# path); the result must be exactly put_into((record,), out)'s.
 
 from cypoe._buffer cimport ByteBuffer
 
 cdef class FilterBase:
     cdef int feed(self, const char* data, Py_ssize_t n, list out) except -1
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1
+    cdef int put_one(self, object record, ByteBuffer out) except -1
     # True when unparsed input is buffered.
     cdef bint has_pending(self)
 

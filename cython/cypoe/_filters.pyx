@@ -99,6 +99,10 @@ cdef class FilterBase:
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1:
         raise NotImplementedError
 
+    cdef int put_one(self, object record, ByteBuffer out) except -1:
+        self.put_into((record,), out)
+        return 0
+
     cdef bint has_pending(self):
         return False
 
@@ -119,6 +123,10 @@ cdef class FilterBase:
     def _c_put_into(self, records, ByteBuffer out):
         """put_into() a ByteBuffer; return the number of records written."""
         return self.put_into(tuple(records), out)
+
+    def _c_put_one(self, record, ByteBuffer out):
+        """put_one() a ByteBuffer."""
+        self.put_one(record, out)
 
     def _c_has_pending(self):
         return self.has_pending()
@@ -245,6 +253,20 @@ cdef class Line(FilterBase):
             memcpy(w + n, t, tl)
             out.commit(n + tl)
         return len(records)
+
+    cdef int put_one(self, object record, ByteBuffer out) except -1:
+        cdef Py_ssize_t n, tl = PyBytes_GET_SIZE(self.out_term)
+        cdef char* w
+        if type(record) is not bytes:
+            record = _ref.record_bytes(record, self.encoding)
+        n = PyBytes_GET_SIZE(record)
+        if n + tl == 0:
+            return 0
+        w = out.reserve(n + tl)
+        memcpy(w, PyBytes_AS_STRING(record), n)
+        memcpy(w + n, PyBytes_AS_STRING(self.out_term), tl)
+        out.commit(n + tl)
+        return 0
 
     # -- parsing --------------------------------------------------------------
 
@@ -710,6 +732,9 @@ cdef class Block(FilterBase):
             self._write_frame(r, out)
         return len(records)
 
+    cdef int put_one(self, object record, ByteBuffer out) except -1:
+        return self._write_frame(record, out)
+
     # -- parsing --------------------------------------------------------------
 
     cdef int _parse_buf(self, list out, Py_ssize_t limit) except -1:
@@ -972,6 +997,9 @@ cdef class Stream(FilterBase):
         for r in records:
             out.append_object(r)
         return len(records)
+
+    cdef int put_one(self, object record, ByteBuffer out) except -1:
+        return out.append_object(record)
 
     def get(self, chunks):
         cdef list cl = _chunk_list(chunks)

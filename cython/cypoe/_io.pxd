@@ -49,7 +49,7 @@ cdef class ReadWrite(Handler):
     cdef object _out_f                # output filter
     cdef FilterBase _cin              # _in_f when it is a built-in filter, else None
     cdef FilterBase _cout             # _out_f when it is a built-in filter, else None
-    cdef ByteBuffer _obuf             # pending output; allocated lazily, freed when drained
+    cdef ByteBuffer _obuf             # pending output; allocated lazily, memory released when drained
     cdef object _sock                 # socket object owning the fd, or None (we own the fd)
     cdef object _cb_input, _cb_error, _cb_flushed, _cb_high, _cb_low
     cdef _RWExtra _x                  # rarely used state, or None
@@ -95,6 +95,7 @@ cdef class ReadWrite(Handler):
 
     # Internals.
     cdef int _update_interest(self) except -1
+    cdef int _after_put(self, unsigned int f) except -1
     cdef int _feed(self, const char* data, Py_ssize_t n) except -1
     cdef int _feed_c(self, FilterBase f, const char* data, Py_ssize_t n) except -1
     cdef int _feed_py(self, object f, object chunks) except -1

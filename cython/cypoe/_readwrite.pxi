@@ -384,12 +384,17 @@ cdef class ReadWrite(Handler):
         return self._feed_py(self._in_f, [PyBytes_FromStringAndSize(data, n)])
 
     cdef int _feed_c(self, FilterBase f, const char* data, Py_ssize_t n) except -1:
-        cdef list out = []
+        global _spare_out
+        cdef list out = _spare_out
         cdef object p0 = None
         cdef object err
         cdef Py_ssize_t i, m, done = 0
         cdef bint first = True
         cdef unsigned int inbatch = self._flags & F_INBATCH
+        if out is None:
+            out = []
+        else:
+            _spare_out = None
         if f.has_pending():
             # Kept only so that a filter switch in the middle of this batch
             # can find the bytes after the record it happened on.
@@ -418,7 +423,7 @@ cdef class ReadWrite(Handler):
                                 return self._feed_any(f.get_pending())
                             return self._switched(f, p0, data, n, done)
                 if m:
-                    del out[:]
+                    cp_list_clear_keep(out)
                 if err is None:
                     return 0
                 self._emit(K_ERROR, "filter", EMSGSIZE, str(err))
@@ -435,6 +440,8 @@ cdef class ReadWrite(Handler):
                 first = False
         finally:
             self._flags = (self._flags & ~F_INBATCH) | inbatch
+            if cp_list_clear_keep(out) <= 1024 and _spare_out is None:
+                _spare_out = out
 
     cdef int _switched(self, object old, object p0, const char* data, Py_ssize_t n,
                        Py_ssize_t done) except -1:
@@ -585,6 +592,27 @@ cdef class ReadWrite(Handler):
             for chunk in self._out_f.put(list(records)):
                 buf.append_object(chunk)
         self._out_msgs += len(records)
+        return self._after_put(f)
+
+    cdef int c_put1(self, object record) except -1:
+        # put() of one record: c_put((record,)) without the tuple.
+        cdef ByteBuffer buf
+        cdef unsigned int f = self._flags
+        if f & (F_CLOSED | F_WDONE | F_SHUT_OUT):
+            return 0
+        buf = self._obuf
+        if buf is None:
+            buf = self._obuf = ByteBuffer()
+        if self._cout is not None:
+            self._cout.put_one(record, buf)
+        else:
+            for chunk in self._out_f.put([record]):
+                buf.append_object(chunk)
+        self._out_msgs += 1
+        return self._after_put(f)
+
+    cdef int _after_put(self, unsigned int f) except -1:
+        # Watermarks and the dirty mark after a put; `f`: the flags before it.
         if f & F_MARKS:
             if not (f & F_ABOVE) and self.pending_out() >= self._high:
                 # One write first: what the kernel takes at once never counts.
@@ -602,9 +630,6 @@ cdef class ReadWrite(Handler):
                 and self.fd >= 0:
             self.kernel.mark_dirty(self)
         return 0
-
-    cdef int c_put1(self, object record) except -1:
-        return self.c_put((record,))
 
     cdef int c_flush(self) except -1:
         if not (self._flags & (F_CLOSED | F_WDONE | F_CONNECTING)):
@@ -898,6 +923,7 @@ cdef class ReadWrite(Handler):
     def put(self, *records):
         """Serialise ``records`` through the output filter and queue them;
         returns True while buffered output is at or above ``high_mark``."""
+        # Replaced after the class by a METH_FASTCALL method (_rw_put below).
         return self.c_put(records) == 1
 
     def flush(self):
@@ -1015,6 +1041,92 @@ cdef class ReadWrite(Handler):
     def __repr__(self):
         return f"<ReadWrite id={self.id} fd={self.fd}{' closed' if self.closed else ''}>"
 
+
+
+# ReadWrite.put as a METH_FASTCALL method: ``def put(self, *records)``
+# compiles to a METH_VARARGS function that the interpreter calls through a
+# freshly built argument tuple (two, with binding=True: one with self and a
+# slice without it).  put() of one record -- the echo / request-response
+# case -- goes straight to c_put1 with no tuple at all.
+cdef extern from *:
+    """
+    typedef PyObject* (*cp_put_fn)(PyObject*, PyObject*);
+    static cp_put_fn cp_rw_put1_impl = NULL;   /* (rw, record) */
+    static cp_put_fn cp_rw_putn_impl = NULL;   /* (rw, tuple of records) */
+
+    static PyObject* cp_rw_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
+                               PyObject* kwnames) {
+        PyObject *t, *r;
+        Py_ssize_t i;
+        if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+            PyErr_Format(PyExc_TypeError, "put() got an unexpected keyword argument '%U'",
+                         PyTuple_GET_ITEM(kwnames, 0));
+            return NULL;
+        }
+        if (nargs == 1)
+            return cp_rw_put1_impl(self, args[0]);
+        t = PyTuple_New(nargs);
+        if (t == NULL)
+            return NULL;
+        for (i = 0; i < nargs; i++) {
+            Py_INCREF(args[i]);
+            PyTuple_SET_ITEM(t, i, args[i]);
+        }
+        r = cp_rw_putn_impl(self, t);
+        Py_DECREF(t);
+        return r;
+    }
+
+    static PyMethodDef cp_rw_put_def = {
+        "put", (PyCFunction)(void(*)(void))cp_rw_put, METH_FASTCALL | METH_KEYWORDS,
+        "put($self, /, *records)\\n--\\n\\n"
+        "Serialise ``records`` through the output filter and queue them;\\n"
+        "returns True while buffered output is at or above ``high_mark``."};
+
+    static int cp_install_put(PyObject* type) {
+        PyObject* d = PyDescr_NewMethod((PyTypeObject*)type, &cp_rw_put_def);
+        int r;
+        if (d == NULL)
+            return -1;
+        r = PyDict_SetItemString(((PyTypeObject*)type)->tp_dict, "put", d);
+        Py_DECREF(d);
+        PyType_Modified((PyTypeObject*)type);
+        return r;
+    }
+
+    /* Empty a list we own, keeping its item array for the next use;
+       returns the capacity kept. */
+    static CYTHON_INLINE Py_ssize_t cp_list_clear_keep(PyObject* l) {
+        PyListObject* o = (PyListObject*)l;
+        Py_ssize_t i = Py_SIZE(o);
+        Py_SET_SIZE(o, 0);
+        while (--i >= 0)
+            Py_DECREF(o->ob_item[i]);
+        return o->allocated;
+    }
+    """
+    ctypedef object (*cp_put_fn)(object, object)
+    cp_put_fn cp_rw_put1_impl
+    cp_put_fn cp_rw_putn_impl
+    int cp_install_put(object type) except -1
+    Py_ssize_t cp_list_clear_keep(list l)
+
+
+cdef object _rw_put1(object rw, object record):
+    return (<ReadWrite>rw).c_put1(record) == 1
+
+
+cdef object _rw_putn(object rw, object records):
+    return (<ReadWrite>rw).c_put(<tuple>records) == 1
+
+
+cp_rw_put1_impl = _rw_put1
+cp_rw_putn_impl = _rw_putn
+cp_install_put(ReadWrite)
+
+# The record list of _feed_c, kept between reads (None while in use: a
+# nested _feed_c makes its own).
+cdef list _spare_out = None
 
 
 cdef int _drop_output(ReadWrite rw) except -1:
