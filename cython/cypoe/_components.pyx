@@ -107,18 +107,24 @@ cdef class _Core:
         from ``in_proto`` only when the first bytes arrive (a connection that
         never receives needs none); a built-in output filter is stateless
         and shared by every connection."""
-        if out_proto is None:
-            out_proto = in_proto
-        if not isinstance(out_proto, FilterBase):
-            out_proto = make_filter(out_proto, "output_filter")
+        cdef object inf, outf
         if isinstance(in_proto, FilterBase):
-            link.setup(self.kernel, fd, in_proto, out_proto, connecting)
+            outf = in_proto if out_proto is None else out_proto
+            if not isinstance(outf, FilterBase):
+                outf = make_filter(outf, "output_filter")
+            link.setup(self.kernel, fd, in_proto, outf, connecting)
             link._proto_in = in_proto
+            return 0
+        # A user filter (or a class / factory): one fresh instance, used for
+        # both directions unless an output filter of its own is given.
+        inf = make_filter(in_proto, "filter")
+        if out_proto is None:
+            outf = inf
+        elif isinstance(out_proto, FilterBase):
+            outf = out_proto
         else:
-            inf = make_filter(in_proto, "filter")
-            if out_proto is in_proto:
-                out_proto = inf
-            link.setup(self.kernel, fd, inf, out_proto, connecting)
+            outf = make_filter(out_proto, "output_filter")
+        link.setup(self.kernel, fd, inf, outf, connecting)
         return 0
 
     cdef int _schedule_sweep(self) except -1:

@@ -12,8 +12,9 @@ import threading
 
 from cypoe._components import ClientLink, _ClientCore, call_soon, family_of, make_filter_py
 from cypoe.errors import CypoeError
-from cypoe.server import (_callable_or_none, check_filter_spec, check_marks,
-                          check_timeout, resolve_kernel)
+from cypoe._component import (callable_or_none, check_args, check_filter_spec, check_marks,
+                              check_states, check_timeout, client_tls_context, enlist,
+                              resolve_kernel, retire)
 
 __all__ = ["Client"]
 
@@ -37,16 +38,6 @@ def resolve_async(kernel, host, port, family, on_done):
     th.start()
 
 
-class _SignalShutdown:
-    __slots__ = ("client",)
-
-    def __init__(self, client):
-        self.client = client
-
-    def shutdown(self):
-        self.client.shutdown()
-
-
 class Client:
     """A TCP client (POE::Component::Client::TCP); see API.md "Client"."""
 
@@ -66,7 +57,7 @@ class Client:
                          ("connect_error", connect_error), ("disconnected", disconnected),
                          ("server_error", server_error), ("server_flushed", server_flushed),
                          ("pre_connect", pre_connect)):
-            _callable_or_none(name, cb)
+            callable_or_none(name, cb)
         self._check_address(remote_address, remote_port)
         if bind_address is not None and not isinstance(bind_address, str):
             raise TypeError("bind_address: expected a str")
@@ -84,20 +75,10 @@ class Client:
         high, low = check_marks(("high_mark", "low_mark", "server_high", "server_low"),
                                 (high_mark, low_mark, server_high, server_low))
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
-        if states is not None and not isinstance(states, dict):
-            raise TypeError(f"states: expected a dict, not {type(states).__name__}")
-        if not isinstance(args, (tuple, list)):
-            raise TypeError("args: expected a tuple or list")
-        self._tls = None
-        if ssl is not None and ssl is not False:
-            import ssl as ssl_mod
-            if ssl is True:
-                self._tls = ssl_mod.create_default_context()
-            elif isinstance(ssl, ssl_mod.SSLContext):
-                self._tls = ssl
-            else:
-                raise TypeError("ssl: expected True or an ssl.SSLContext")
-        elif server_hostname is not None:
+        states = check_states(states)
+        args = check_args("args", args)
+        self._tls = client_tls_context(ssl)
+        if self._tls is None and server_hostname is not None:
             raise TypeError("server_hostname: needs ssl")
 
         from cypoe.filters import Line
@@ -108,10 +89,10 @@ class Client:
         self.bind_port = bind_port
         self.domain = domain
         self.alias = alias
-        self.args = tuple(args)
+        self.args = args
         self.heap = {}
         self.server_hostname = server_hostname
-        self._states = dict(states) if states else None
+        self._states = states
         self._started_cb = started
         self._connected_cb = connected
         self._connect_error_cb = connect_error
@@ -134,10 +115,7 @@ class Client:
         self._timers = []
         self._ended = False
         self.shutting_down = False
-        self._signal_hook = _SignalShutdown(self)
-        k.register_component(self._signal_hook)
-        if alias is not None:
-            k.alias_set(alias, self)
+        self._hook = enlist(self, k, alias, self.shutdown)
         if started is not None:
             try:
                 started(self, *self.args)
@@ -351,10 +329,7 @@ class Client:
         if self._timers:
             return
         self._ended = True
-        k = self.kernel
-        k.unregister_component(self._signal_hook)
-        if self.alias is not None and k.alias_resolve(self.alias) is self:
-            k.alias_remove(self.alias)
+        retire(self, self.kernel, self.alias, self._hook)
 
     # -- events ------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ import errno
 import logging
 import socket
 
-from cypoe import _kernel
+from cypoe._component import (callable_or_none, check_args, check_filter_spec, check_marks,
+                              check_states, check_timeout, enlist, resolve_kernel, retire)
 from cypoe._components import Connection, _ServerCore
 from cypoe.errors import CypoeError
 
@@ -22,78 +23,6 @@ _CLIENT_PARAMS = (
     "client_pre_connect", "client_filter", "client_input_filter", "client_output_filter",
     "client_high", "client_low", "client_input_timeout",
 )
-
-
-def _callable_or_none(name, value):
-    if value is not None and not callable(value):
-        raise TypeError(f"{name}: expected a callable or None, not {type(value).__name__}")
-    return value
-
-
-def check_filter_spec(name, spec):
-    """A ``*_filter`` parameter: a Filter instance (cloned per connection), a
-    Filter class or a zero-argument factory."""
-    if spec is None:
-        return None
-    if isinstance(spec, type) or callable(spec) and not hasattr(spec, "get_one_start"):
-        return spec
-    if hasattr(spec, "get_one_start") and hasattr(spec, "clone"):
-        return spec
-    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
-                    f"not {type(spec).__name__}")
-
-
-def check_marks(names, values):
-    """The four watermark settings go together; 0 < low < high."""
-    given = [n for n, v in zip(names, values) if v is not None]
-    if not given:
-        return 0, 0
-    if len(given) != len(names):
-        missing = [n for n, v in zip(names, values) if v is None]
-        raise TypeError(f"{missing[0]}: {', '.join(names)} go together")
-    high, low = values[0], values[1]
-    for n, v in ((names[0], high), (names[1], low)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{n}: expected an int, not {type(v).__name__}")
-        if v <= 0:
-            raise ValueError(f"{n}: must be > 0, not {v}")
-    if low >= high:
-        raise ValueError(f"{names[1]}: must be < {names[0]} ({low} >= {high})")
-    for n, v in zip(names[2:], values[2:]):
-        _callable_or_none(n, v)
-    return high, low
-
-
-def check_timeout(name, value):
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number of seconds, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name}: must be >= 0, not {value}")
-    return float(value)
-
-
-def resolve_kernel(kernel):
-    if kernel is None:
-        return _kernel.default_kernel()
-    if not isinstance(kernel, _kernel.Kernel):
-        raise TypeError(f"kernel: expected a Kernel, not {type(kernel).__name__}")
-    return kernel
-
-
-class _SignalShutdown:
-    """What the kernel calls on SIGINT/SIGTERM: close the listener and end
-    every connection gracefully."""
-
-    __slots__ = ("server",)
-
-    def __init__(self, server):
-        self.server = server
-
-    def shutdown(self):
-        self.server.shutdown()
-        self.server._core.shutdown_connections()
 
 
 class Server:
@@ -111,8 +40,8 @@ class Server:
         k = resolve_kernel(kernel)
         if (acceptor is None) == (client_input is None):
             raise TypeError("acceptor/client_input: exactly one of them is required")
-        _callable_or_none("acceptor", acceptor)
-        _callable_or_none("client_input", client_input)
+        callable_or_none("acceptor", acceptor)
+        callable_or_none("client_input", client_input)
         if acceptor is not None:
             local = locals()
             for name in _CLIENT_PARAMS:
@@ -129,7 +58,7 @@ class Server:
                          ("client_disconnected", client_disconnected),
                          ("client_error", client_error), ("client_flushed", client_flushed),
                          ("client_pre_connect", client_pre_connect)):
-            _callable_or_none(name, cb)
+            callable_or_none(name, cb)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int):
             raise TypeError(f"concurrency: expected an int, not {type(concurrency).__name__}")
         if concurrency < -1:
@@ -144,16 +73,9 @@ class Server:
         high, low = check_marks(("high_mark", "low_mark", "client_high", "client_low"),
                                 (high_mark, low_mark, client_high, client_low))
         timeout = check_timeout("client_input_timeout", client_input_timeout)
-        if states is not None:
-            if not isinstance(states, dict):
-                raise TypeError(f"states: expected a dict, not {type(states).__name__}")
-            for name, fn in states.items():
-                if not isinstance(name, str) or not callable(fn):
-                    raise TypeError(f"states: {name!r} must map a str to a callable")
-        if not isinstance(listener_args, (tuple, list)):
-            raise TypeError("listener_args: expected a tuple or list")
-        if not isinstance(client_args, (tuple, list)):
-            raise TypeError("client_args: expected a tuple or list")
+        states = check_states(states)
+        listener_args = check_args("listener_args", listener_args)
+        client_args = check_args("client_args", client_args)
         tls_context = None
         if ssl is not None and ssl is not False:
             import ssl as ssl_mod
@@ -174,8 +96,10 @@ class Server:
                 self._resolve_error = exc
         self.kernel = k
         self.alias = alias
-        self.listener_args = tuple(listener_args)
-        self._states = dict(states) if states else None
+        self.address = None
+        self._sockname = None
+        self.listener_args = listener_args
+        self._states = states
         self._started_cb = started
         self._stopped_cb = stopped
         self._error_cb = error
@@ -198,7 +122,7 @@ class Server:
             core.out_filter = (client_output_filter if client_output_filter is not None
                                else None if client_input_filter is None
                                else Line())
-        core.client_args = tuple(client_args)
+        core.client_args = client_args
         core.shutdown_on_error = bool(client_shutdown_on_error)
         core.input_timeout = timeout
         core.high_mark = high
@@ -207,10 +131,7 @@ class Server:
         core.concurrency = concurrency
         core.family = domain if isinstance(domain, int) else socket.AF_INET
         self._core = core
-        self._signal_hook = _SignalShutdown(self)
-        k.register_component(self._signal_hook)
-        if alias is not None:
-            k.alias_set(alias, self)
+        self._hook = enlist(self, k, alias, self._signal_shutdown)
 
         if hostname is not None and address is None:
             exc = self._resolve_error
@@ -282,14 +203,17 @@ class Server:
             return
         self._ended = True
         k = self.kernel
-        k.unregister_component(self._signal_hook)
-        if self.alias is not None and k.alias_resolve(self.alias) is self:
-            k.alias_remove(self.alias)
+        retire(self, k, self.alias, self._hook)
         if call_stopped and self._stopped_cb is not None:
             try:
                 self._stopped_cb(self)
             except Exception as exc:
                 k.report_exception("Exception in the Server's stopped callback", exc, self)
+
+    def _signal_shutdown(self):
+        # SIGINT/SIGTERM: stop accepting and end every connection gracefully.
+        self.shutdown()
+        self._core.shutdown_connections()
 
     # kernel.post(alias, "shutdown" | "set_concurrency" | "disconnected", ...)
     def _cypoe_event(self, event, args):

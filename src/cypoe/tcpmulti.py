@@ -12,8 +12,9 @@ from cypoe import _kernel
 from cypoe._components import Conn, _MultiCore, call_soon, family_of
 from cypoe.client import resolve_async
 from cypoe.errors import CypoeError
-from cypoe.server import (_callable_or_none, check_filter_spec, check_timeout,
-                          resolve_kernel)
+from cypoe._component import (callable_or_none, check_args, check_filter_spec, check_states,
+                              check_timeout, client_tls_context, enlist, resolve_kernel,
+                              retire)
 
 __all__ = ["TCPMulti", "Conn"]
 
@@ -21,16 +22,6 @@ DEFAULT_CONNECT_TIMEOUT = 30.0
 DEFAULT_INPUT_TIMEOUT = 300.0
 
 _RESERVED_STATES = ("connect", "send", "shutdown", "die")
-
-
-class _SignalShutdown:
-    __slots__ = ("multi",)
-
-    def __init__(self, multi):
-        self.multi = multi
-
-    def shutdown(self):
-        self.multi.die()
 
 
 class TCPMulti:
@@ -61,7 +52,7 @@ class TCPMulti:
         for name, cb in (("on_success", on_success), ("on_failure", on_failure),
                          ("on_error", on_error), ("on_disconnected", on_disconnected),
                          ("on_timeout", on_timeout), ("on_initialize", on_initialize)):
-            _callable_or_none(name, cb)
+            callable_or_none(name, cb)
         if filter is not None and (input_filter is not None or output_filter is not None):
             raise TypeError("filter: give either filter or input_filter/output_filter")
         check_filter_spec("filter", filter)
@@ -73,23 +64,9 @@ class TCPMulti:
             raise ValueError(f"domain: expected None, AF_INET or AF_INET6, not {domain!r}")
         if bind_address is not None and not isinstance(bind_address, str):
             raise TypeError("bind_address: expected a str")
-        if states is not None:
-            if not isinstance(states, dict):
-                raise TypeError(f"states: expected a dict, not {type(states).__name__}")
-            for name, fn in states.items():
-                if not isinstance(name, str) or not callable(fn):
-                    raise TypeError(f"states: {name!r} must map a str to a callable")
-        if not isinstance(args, (tuple, list)):
-            raise TypeError("args: expected a tuple or list")
-        tls = None
-        if ssl is not None and ssl is not False:
-            import ssl as ssl_mod
-            if ssl is True:
-                tls = ssl_mod.create_default_context()
-            elif isinstance(ssl, ssl_mod.SSLContext):
-                tls = ssl
-            else:
-                raise TypeError("ssl: expected True or an ssl.SSLContext")
+        states = check_states(states)
+        args = check_args("args", args)
+        tls = client_tls_context(ssl)
 
         from cypoe.filters import Line
         core = _MultiCore(k, self)
@@ -117,10 +94,9 @@ class TCPMulti:
         self._core = core
         self.kernel = k
         self.alias = alias
-        self._states = dict(states) if states else None
+        self._states = states
         self._ended = False
         self._held = False
-        self._signal_hook = _SignalShutdown(self)
 
         user_states = dict(states) if states else {}
         session_states = {}
@@ -147,8 +123,9 @@ class TCPMulti:
 
         session_states["_start"] = start
         self._user_stop = user_states.get("_stop")
-        k.register_component(self._signal_hook)
-        _kernel.Session(session_states, alias=alias, args=tuple(args), kernel=k)
+        # The session holds the alias (kernel.post(alias, "connect", ...)).
+        self._hook = enlist(self, k, None, self.die)
+        _kernel.Session(session_states, alias=alias, args=args, kernel=k)
 
     def _adapt(self, fn):
         return lambda session, *a: fn(self, *a)
@@ -209,7 +186,7 @@ class TCPMulti:
 
     def _on_stop(self, session):
         self._ended = True
-        self.kernel.unregister_component(self._signal_hook)
+        retire(self, self.kernel, None, self._hook)
         if self._user_stop is not None:
             self._user_stop(self)
 

@@ -1,0 +1,123 @@
+"""Plumbing shared by Server, Client and TCPMulti: parameter checks, the
+kernel registration that makes SIGINT/SIGTERM shut a component down, and its
+removal when the component ends."""
+from cypoe import _kernel
+
+
+def callable_or_none(name, value):
+    if value is not None and not callable(value):
+        raise TypeError(f"{name}: expected a callable or None, not {type(value).__name__}")
+    return value
+
+
+def check_filter_spec(name, spec):
+    """A ``*_filter`` parameter: a Filter instance (cloned per connection), a
+    Filter class or a zero-argument factory."""
+    if spec is None:
+        return None
+    if isinstance(spec, type) or callable(spec) and not hasattr(spec, "get_one_start"):
+        return spec
+    if hasattr(spec, "get_one_start") and hasattr(spec, "clone"):
+        return spec
+    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
+                    f"not {type(spec).__name__}")
+
+
+def check_marks(names, values):
+    """The four watermark settings go together; 0 < low < high.  Returns
+    (high, low), (0, 0) when none is given."""
+    given = [n for n, v in zip(names, values) if v is not None]
+    if not given:
+        return 0, 0
+    if len(given) != len(names):
+        missing = [n for n, v in zip(names, values) if v is None]
+        raise TypeError(f"{missing[0]}: {', '.join(names)} go together")
+    high, low = values[0], values[1]
+    for n, v in ((names[0], high), (names[1], low)):
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{n}: expected an int, not {type(v).__name__}")
+        if v <= 0:
+            raise ValueError(f"{n}: must be > 0, not {v}")
+    if low >= high:
+        raise ValueError(f"{names[1]}: must be < {names[0]} ({low} >= {high})")
+    for n, v in zip(names[2:], values[2:]):
+        callable_or_none(n, v)
+    return high, low
+
+
+def check_timeout(name, value):
+    """Seconds as a float; None -> 0.0 (disabled)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number of seconds, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name}: must be >= 0, not {value}")
+    return float(value)
+
+
+def check_states(states):
+    if states is None:
+        return None
+    if not isinstance(states, dict):
+        raise TypeError(f"states: expected a dict, not {type(states).__name__}")
+    for name, fn in states.items():
+        if not isinstance(name, str) or not callable(fn):
+            raise TypeError(f"states: {name!r} must map a str to a callable")
+    return dict(states)
+
+
+def check_args(name, args):
+    if not isinstance(args, (tuple, list)):
+        raise TypeError(f"{name}: expected a tuple or list")
+    return tuple(args)
+
+
+def client_tls_context(ssl):
+    """``ssl=`` of an outbound component: True -> verifying default context."""
+    if ssl is None or ssl is False:
+        return None
+    import ssl as ssl_mod
+    if ssl is True:
+        return ssl_mod.create_default_context()
+    if isinstance(ssl, ssl_mod.SSLContext):
+        return ssl
+    raise TypeError("ssl: expected True or an ssl.SSLContext")
+
+
+def resolve_kernel(kernel):
+    if kernel is None:
+        return _kernel.default_kernel()
+    if not isinstance(kernel, _kernel.Kernel):
+        raise TypeError(f"kernel: expected a Kernel, not {type(kernel).__name__}")
+    return kernel
+
+
+class ShutdownHook:
+    """Registered with the kernel for a component: SIGINT/SIGTERM call
+    ``shutdown()``, which runs the component's graceful stop."""
+
+    __slots__ = ("stop",)
+
+    def __init__(self, stop):
+        self.stop = stop
+
+    def shutdown(self):
+        self.stop()
+
+
+def enlist(component, kernel, alias, stop):
+    """Register ``component`` (its alias, its signal shutdown); returns the
+    hook to pass to ``retire``."""
+    hook = ShutdownHook(stop)
+    kernel.register_component(hook)
+    if alias is not None:
+        kernel.alias_set(alias, component)
+    return hook
+
+
+def retire(component, kernel, alias, hook):
+    """The component has ended: it no longer counts as work, its alias goes."""
+    kernel.unregister_component(hook)
+    if alias is not None and kernel.alias_resolve(alias) is component:
+        kernel.alias_remove(alias)
