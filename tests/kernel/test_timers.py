@@ -134,3 +134,29 @@ def test_custom_exception_handler_gets_context(kernel):
     assert k is kernel and ctx["exception"] is err and isinstance(ctx["message"], str)
     kernel.set_exception_handler(None)
     assert kernel.get_exception_handler() is None
+
+
+def test_a_million_pending_timers(kernel):
+    import tracemalloc
+
+    fired = []
+    cb = fired.append
+    now = kernel.time()
+    whens = [now + 3600 + (i * 7919) % 1_000_000 for i in range(1_000_000)]
+    timers = [None] * len(whens)
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    for i, w in enumerate(whens):
+        timers[i] = kernel.alarm(w, cb)
+    per_timer = (tracemalloc.get_traced_memory()[0] - base) / len(timers)
+    tracemalloc.stop()
+    assert kernel.n_timers == 1_000_000
+    # One Timer object and its slot in the heap.
+    assert per_timer < 160, per_timer
+    # The earliest still comes first after a million pushes.
+    due = kernel.alarm(now, fired.append, "first")
+    for t in timers:
+        t.cancel()
+    assert kernel.n_timers == 1
+    kernel.run()
+    assert fired == ["first"]
