@@ -10,17 +10,17 @@ cdef class ByteBuffer:
     # Make room for n more bytes at the end; returns the write pointer.
     # Call commit(n_written) afterwards.
     cdef char* reserve(self, Py_ssize_t n) except NULL
-    cdef inline void commit(self, Py_ssize_t n):
+    cdef inline void commit(self, Py_ssize_t n) noexcept:
         self.end += n
     cdef int append(self, const char* p, Py_ssize_t n) except -1
     cdef int append_object(self, object o) except -1   # bytes / bytearray / memoryview
     # Drop n bytes from the front (n <= length).
-    cdef void consume(self, Py_ssize_t n)
-    cdef inline Py_ssize_t length(self):
+    cdef void consume(self, Py_ssize_t n) noexcept
+    cdef inline Py_ssize_t length(self) noexcept:
         return self.end - self.start
-    cdef inline char* head(self):
+    cdef inline char* head(self) noexcept:
         return self.data + self.start
-    cdef void clear(self)
+    cdef void clear(self) noexcept
     # Release memory above `keep` bytes of capacity when the buffer is empty.
-    cdef void shrink(self, Py_ssize_t keep)
+    cdef void shrink(self, Py_ssize_t keep) noexcept
     cdef bytes to_bytes(self)

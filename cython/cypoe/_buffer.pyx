@@ -22,7 +22,7 @@ cdef char* _pool[POOL_MAX]
 cdef int _pool_n = 0
 
 
-cdef inline void _release(char* p, Py_ssize_t cap):
+cdef inline void _release(char* p, Py_ssize_t cap) noexcept:
     global _pool_n
     if cap == POOL_BLOCK and _pool_n < POOL_MAX:
         _pool[_pool_n] = p
@@ -103,17 +103,17 @@ cdef class ByteBuffer:
             PyBuffer_Release(&view)
         return 0
 
-    cdef void consume(self, Py_ssize_t n):
+    cdef void consume(self, Py_ssize_t n) noexcept:
         self.start += n
         if self.start >= self.end:
             self.start = 0
             self.end = 0
 
-    cdef void clear(self):
+    cdef void clear(self) noexcept:
         self.start = 0
         self.end = 0
 
-    cdef void shrink(self, Py_ssize_t keep):
+    cdef void shrink(self, Py_ssize_t keep) noexcept:
         if self.end == self.start and self.cap > keep:
             _release(self.data, self.cap)
             self.data = NULL

@@ -24,7 +24,7 @@ cdef class FilterBase:
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1
     cdef int put_one(self, object record, ByteBuffer out) except -1
     # True when unparsed input is buffered.
-    cdef bint has_pending(self)
+    cdef bint has_pending(self) noexcept
 
 
 # ---------------------------------------------------------------------------

@@ -103,7 +103,7 @@ cdef class FilterBase:
         self.put_into((record,), out)
         return 0
 
-    cdef bint has_pending(self):
+    cdef bint has_pending(self) noexcept:
         return False
 
     # Test/bench helpers for the C face (not public API).
@@ -195,7 +195,7 @@ cdef class Line(FilterBase):
 
     # -- C face ---------------------------------------------------------------
 
-    cdef bint has_pending(self):
+    cdef bint has_pending(self) noexcept:
         return self.buf.length() > 0
 
     cdef int feed(self, const char* data, Py_ssize_t n, list out) except -1:
@@ -637,7 +637,7 @@ cdef class Block(FilterBase):
 
     # -- C face ---------------------------------------------------------------
 
-    cdef bint has_pending(self):
+    cdef bint has_pending(self) noexcept:
         return self.buf.length() > 0
 
     cdef int feed(self, const char* data, Py_ssize_t n, list out) except -1:
@@ -979,7 +979,7 @@ cdef class Stream(FilterBase):
     def clone(self):
         return type(self)()
 
-    cdef bint has_pending(self):
+    cdef bint has_pending(self) noexcept:
         return self.buf.length() > 0
 
     cdef int feed(self, const char* data, Py_ssize_t n, list out) except -1:

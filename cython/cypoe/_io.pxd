@@ -90,8 +90,8 @@ cdef class ReadWrite(Handler):
     cdef int c_shutdown_output(self) except -1
     cdef int c_set_input_filter(self, object f) except -1
     cdef int c_set_output_filter(self, object f) except -1
-    cdef Py_ssize_t pending_out(self)
-    cdef bint is_closed(self)
+    cdef Py_ssize_t pending_out(self) noexcept
+    cdef bint is_closed(self) noexcept
 
     # Internals.
     cdef int _update_interest(self) except -1
@@ -114,7 +114,7 @@ cdef class ReadWrite(Handler):
     cdef int _tls_handshake(self) except -1
     cdef int _tls_pump(self) except -1
     cdef ByteBuffer _out_buffer(self)
-    cdef int _wfd(self)
+    cdef int _wfd(self) noexcept
 
 
 cdef class SocketFactory(Handler):

@@ -204,10 +204,10 @@ cdef class ReadWrite(Handler):
             self._tls_handshake()
         return 0
 
-    cdef bint is_closed(self):
+    cdef bint is_closed(self) noexcept:
         return (self._flags & F_CLOSED) != 0
 
-    cdef Py_ssize_t pending_out(self):
+    cdef Py_ssize_t pending_out(self) noexcept:
         cdef Py_ssize_t n = 0
         if self._obuf is not None:
             n = self._obuf.length()
@@ -215,7 +215,7 @@ cdef class ReadWrite(Handler):
             n += (<_TLSState>self._x.tls).raw.length()
         return n
 
-    cdef int _wfd(self):
+    cdef int _wfd(self) noexcept:
         if self._x is not None and self._x.wside is not None:
             return self._x.wside.fd
         return self.fd
