@@ -19,7 +19,7 @@ cimport cython
 from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL
 
 from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
-from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py
+from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py, install_fast_put
 from cypoe._filters cimport FilterBase
 
 import errno as _errno
@@ -1018,3 +1018,10 @@ def call_soon(Kernel kernel, fn, *args):
 
 def make_filter_py(spec, name):
     return make_filter(spec, name)
+
+
+# put() on a connection: the same METH_FASTCALL method as ReadWrite.put, in
+# each class's own dict so that CPython's call specialisation applies.
+install_fast_put(Connection)
+install_fast_put(Conn)
+install_fast_put(ClientLink)

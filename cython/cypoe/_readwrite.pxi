@@ -1124,6 +1124,12 @@ cp_rw_put1_impl = _rw_put1
 cp_rw_putn_impl = _rw_putn
 cp_install_put(ReadWrite)
 
+
+cdef int install_fast_put(type t) except -1:
+    if not issubclass(t, ReadWrite):
+        raise TypeError(f"install_fast_put: {t.__name__} is not a ReadWrite")
+    return cp_install_put(t)
+
 # The record list of _feed_c, kept between reads (None while in use: a
 # nested _feed_c makes its own).
 cdef list _spare_out = None
