@@ -16,6 +16,7 @@ Terminal callbacks (disconnected, stopped) are queued with ``call_soon``,
 never called from inside another callback of the same connection.
 """
 cimport cython
+from libc.math cimport ceil
 from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL
 
 from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
@@ -48,6 +49,18 @@ cdef enum:
 
 cdef double MIN_SWEEP = 0.005
 cdef double MAX_SWEEP = 1.0
+
+
+cdef inline unsigned int _to_ms(double seconds):
+    cdef double ms
+    if seconds <= 0.0:
+        return 0
+    ms = ceil(seconds * 1000.0 - 1e-6)
+    if ms < 1.0:
+        return 1
+    if ms > 4000000000.0:
+        return 4000000000u
+    return <unsigned int>ms
 
 
 cdef inline str _strerror(int err):
@@ -677,8 +690,8 @@ cdef class Conn(_Link):
         cdef double s
         if seconds is None:
             if self.state & (S_CONNECTING | S_RESOLVING):
-                return self._connect_timeout
-            return self._input_timeout
+                return self._connect_ms / 1000.0
+            return self._input_ms / 1000.0
         try:
             s = float(seconds)
         except (TypeError, ValueError):
@@ -688,9 +701,9 @@ cdef class Conn(_Link):
         if self.state & S_ENDED:
             return None
         if self.state & (S_CONNECTING | S_RESOLVING):
-            self._connect_timeout = s
+            self._connect_ms = _to_ms(s)
         else:
-            self._input_timeout = s
+            self._input_ms = _to_ms(s)
         self.core.arm(self, s)
         return None
 
@@ -724,7 +737,7 @@ cdef class Conn(_Link):
     cdef int _success(self) except -1:
         cdef _MultiCore core = <_MultiCore>self.core
         self.state |= S_CONNECTED
-        core.arm(self, self._input_timeout)
+        core.arm(self, self._input_ms / 1000.0)
         if core.on_success is not None:
             core.on_success(self)
         return 0
@@ -780,12 +793,12 @@ cdef class _MultiCore(_Core):
         c.core = self
         c.addr = address
         c._port = port
-        c._connect_timeout = ct
-        c._input_timeout = it
+        c._connect_ms = _to_ms(ct)
+        c._input_ms = _to_ms(it)
         c._heap = heap
         c.kernel = self.kernel     # until setup(): lets delay()/post() work at once
         ba = bind_address if bind_address is not None else self.bind_address
-        c._bind = (ba, bind_port or 0) if (ba is not None or bind_port) else None
+        bind = (ba, bind_port or 0) if (ba is not None or bind_port) else None
         # A numeric address is used as it is; a name is looked up off the loop.
         family = _family_of(address)
         c.state = S_RESOLVING
@@ -797,12 +810,12 @@ cdef class _MultiCore(_Core):
         if c.state & S_ENDED:
             return c
         if family == 0:
-            self.owner._resolve(c, address, port)
+            self.owner._resolve(c, address, port, bind)
         else:
-            self.start(c, family, address)
+            self.start(c, family, address, bind)
         return c
 
-    def start(self, Conn c, int family, str numeric):
+    def start(self, Conn c, int family, str numeric, bind):
         """Open the socket and start connecting to a numeric address."""
         cdef int err = 0
         cdef const char* op = NULL
@@ -811,9 +824,9 @@ cdef class _MultiCore(_Core):
         cdef int bport = 0
         if c.state & S_ENDED:
             return
-        if c._bind is not None:
-            bhost = c._bind[0]
-            bport = c._bind[1]
+        if bind is not None:
+            bhost = bind[0]
+            bport = bind[1]
         try:
             fd = nb_connect(family, numeric, c._port, bhost, bport, &err, &op)
         except ValueError as exc:
@@ -823,7 +836,6 @@ cdef class _MultiCore(_Core):
             self.fail(c, (<bytes>op).decode(), err, _strerror(err))
             return
         c.state = (c.state & ~S_RESOLVING) | S_CONNECTING
-        c._bind = None
         self.attach(c, fd, self.in_filter, self.out_filter, True)
 
     def fail(self, Conn c, str op, int errnum, str errstr):

@@ -49,6 +49,13 @@ cdef class _RWExtra:
     cdef object on_handshake          # Python callback(rw) after the TLS handshake
 
 
+cdef class _Callbacks:
+    # The Python callbacks of a ReadWrite made by its constructor.  The
+    # components' connections dispatch through their hooks and have none:
+    # one pointer per connection instead of five.
+    cdef object input, error, flushed, high, low
+
+
 cdef class ReadWrite(Handler):
     cdef readonly unsigned long long id
     cdef object _in_f                 # input filter (any Filter)
@@ -57,7 +64,7 @@ cdef class ReadWrite(Handler):
     cdef FilterBase _cout             # _out_f when it is a built-in filter, else None
     cdef ByteBuffer _obuf             # pending output; allocated lazily, memory released when drained
     cdef object _sock                 # socket object owning the fd, or None (we own the fd)
-    cdef object _cb_input, _cb_error, _cb_flushed, _cb_high, _cb_low
+    cdef _Callbacks _cbs              # None for the components' connections
     cdef _RWExtra _x                  # rarely used state, or None
     cdef Py_ssize_t _high, _low       # watermarks (valid when F_MARKS)
     cdef Py_ssize_t _out_msgs         # records put since the buffer was last empty

@@ -309,6 +309,11 @@ cdef class _RWExtra:
 
 
 @cython.final
+cdef class _Callbacks:
+    pass
+
+
+@cython.final
 cdef class _TLSState:
     cdef object sslobj
     cdef object inbio

@@ -120,11 +120,13 @@ cdef class ReadWrite(Handler):
             self._flags |= F_NOTSOCK
         if isinstance(in_h, _socket.socket):
             self._sock = in_h
-        self._cb_input = on_input
-        self._cb_error = on_error
-        self._cb_flushed = on_flushed
-        self._cb_high = on_high
-        self._cb_low = on_low
+        cbs = _Callbacks()
+        cbs.input = on_input
+        cbs.error = on_error
+        cbs.flushed = on_flushed
+        cbs.high = on_high
+        cbs.low = on_low
+        self._cbs = cbs
         if on_handshake is not None:
             self._x = _RWExtra()
             self._x.on_handshake = on_handshake
@@ -252,27 +254,27 @@ cdef class ReadWrite(Handler):
     # -- events ---------------------------------------------------------
 
     cdef int _on_input(self, object record) except -1:
-        self._cb_input(self, record)
+        self._cbs.input(self, record)
         return 0
 
     cdef int _on_error(self, str op, int errnum, str errstr) except -1:
-        if self._cb_error is not None:
-            self._cb_error(self, op, errnum, errstr)
+        if self._cbs is not None and self._cbs.error is not None:
+            self._cbs.error(self, op, errnum, errstr)
         return 0
 
     cdef int _on_flushed(self) except -1:
-        if self._cb_flushed is not None:
-            self._cb_flushed(self)
+        if self._cbs is not None and self._cbs.flushed is not None:
+            self._cbs.flushed(self)
         return 0
 
     cdef int _on_high(self) except -1:
-        if self._cb_high is not None:
-            self._cb_high(self)
+        if self._cbs is not None and self._cbs.high is not None:
+            self._cbs.high(self)
         return 0
 
     cdef int _on_low(self) except -1:
-        if self._cb_low is not None:
-            self._cb_low(self)
+        if self._cbs is not None and self._cbs.low is not None:
+            self._cbs.low(self)
         return 0
 
     cdef int _on_connected(self) except -1:
@@ -911,8 +913,7 @@ cdef class ReadWrite(Handler):
                 c_close(wfd)
         self._obuf = None
         # Callbacks usually close over the ReadWrite: drop them to break the cycle.
-        self._cb_input = self._cb_error = self._cb_flushed = None
-        self._cb_high = self._cb_low = None
+        self._cbs = None
         if self._x is not None:
             self._x.on_handshake = None
         return 0

@@ -159,7 +159,7 @@ class TCPMulti:
             self.session.retain()
         return c
 
-    def _resolve(self, c, host, port):
+    def _resolve(self, c, host, port, bind):
         attempt_id = c.id
 
         def done(fam, result):
@@ -170,7 +170,7 @@ class TCPMulti:
                 self._core.fail(conn, "resolve", getattr(result, "errno", 0) or 0,
                                 getattr(result, "strerror", None) or str(result))
                 return
-            self._core.start(conn, fam, result)
+            self._core.start(conn, fam, result, bind)
 
         resolve_async(self.kernel, host, port, self._core.domain or None, done)
 
