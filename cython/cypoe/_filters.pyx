@@ -186,11 +186,33 @@ cdef class Line(FilterBase):
         self.plain = self.encoding is None and decoder is None
 
     def clone(self):
-        cdef Line new = type(self)(**self.kwargs)
-        new._set_record_decoder(self.record_decoder)
-        if self.kwargs["autodetect"] and self.mode == MODE_LITERAL:
-            new.mode = MODE_LITERAL
-            new._set_term(self.term)
+        cdef Line new
+        if type(self) is not Line:
+            # A subclass's own __init__ may hold state: construct it anew.
+            new = type(self)(**self.kwargs)
+            new._set_record_decoder(self.record_decoder)
+            if self.kwargs["autodetect"] and self.mode == MODE_LITERAL:
+                new.mode = MODE_LITERAL
+                new._set_term(self.term)
+            return new
+        # Every connection of a server clones its filter: copy the settings
+        # (validated once, never changed afterwards, so shared) instead of
+        # validating them again.  The current mode and terminator carry an
+        # autodetected terminator over, as clone() must.
+        new = Line.__new__(Line)
+        new.kwargs = self.kwargs
+        new.mode = self.mode
+        new._set_term(self.term)
+        new.out_term = self.out_term
+        new.regexp = self.regexp
+        new.max_length = self.max_length
+        new.max_buffer = self.max_buffer
+        new.encoding = self.encoding
+        new.enc_name = self.enc_name
+        new.record_decoder = self.record_decoder
+        new.plain = self.plain
+        new.discarding = False
+        new.dirty = False
         return new
 
     # -- C face ---------------------------------------------------------------
