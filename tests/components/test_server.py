@@ -571,3 +571,68 @@ def test_filter_class_gives_each_connection_one_instance(kernel):
     kernel.run()
     assert seen == [(True, "Upper")]
     s.close()
+
+
+def test_too_long_line_is_an_error_event_and_the_connection_goes_on(kernel):
+    events = []
+
+    def client_input(conn, record):
+        events.append(record)
+        conn.put(b"ok " + record)
+        if record == b"last":
+            conn.shutdown()
+
+    server = Server(port=0, address="127.0.0.1", kernel=kernel, client_input=client_input,
+                    client_filter=Line(max_length=16), client_shutdown_on_error=False,
+                    client_error=lambda c, op, n, s: events.append((op, n)),
+                    client_disconnected=lambda c: server.shutdown())
+    s = blocking_client(server.port)
+    s.sendall(b"first\r\n" + b"x" * 1000 + b"\r\nlast\r\n")
+    kernel.run()
+    assert events == [b"first", ("filter", errno.EMSGSIZE), b"last"]
+    got = b""
+    while True:
+        data = s.recv(100)
+        if not data:
+            break
+        got += data
+    assert got == b"ok first\r\nok last\r\n"
+    s.close()
+
+
+def test_another_connection_is_untouched_by_a_peer_that_resets(kernel):
+    import struct
+
+    events = []
+
+    def client_input(conn, record):
+        conn.put(record * 1000)
+
+    server = Server(port=0, address="127.0.0.1", kernel=kernel, client_input=client_input,
+                    client_error=lambda c, op, n, s: events.append((c.heap.get("who"), op)),
+                    client_connected=lambda c: c.heap.__setitem__("who", len(events)),
+                    client_disconnected=lambda c: events.append("gone"))
+    rude = blocking_client(server.port)
+    rude.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    rude.sendall(b"flood\r\n")
+    for _ in range(20):
+        kernel.run_once(0.01)
+    rude.close()  # RST with output pending towards it
+    polite = blocking_client(server.port)
+    polite.sendall(b"hi\r\n")
+    want = b"hi" * 1000 + b"\r\n"
+    got = b""
+    polite.settimeout(0)
+    for _ in range(2000):
+        kernel.run_once(0.01)
+        try:
+            got += polite.recv(1 << 16)
+        except BlockingIOError:
+            pass
+        if len(got) >= len(want):
+            break
+    assert got == want
+    assert "gone" in events  # the reset connection ended; the server went on
+    polite.close()
+    server.shutdown()
+    kernel.run()
