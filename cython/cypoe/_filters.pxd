@@ -31,8 +31,18 @@ cdef class FilterBase:
 # The built-in filters (added by the filters work; the I/O layer may cimport
 # them to recognise a built-in filter, but only needs FilterBase's methods).
 
-cdef class Line(FilterBase):
+cdef class _Framing(FilterBase):
+    # Line's and Block's shared state and POE face (get, get_one_start,
+    # get_one, get_pending) over their C parsers.
     cdef ByteBuffer buf
+    cdef readonly Py_ssize_t max_buffer
+    cdef bint dirty               # buf may hold whole records (get_one_start, errors)
+    cdef object error             # exception a parse pass stopped on
+    cdef int _parse_buf(self, list out, Py_ssize_t limit) except -1
+    cdef int _feed_object(self, object chunk, list out) except -1
+
+
+cdef class Line(_Framing):
     cdef int mode                 # MODE_* in _filters.pyx
     cdef bytes term               # input terminator (literal / detected)
     cdef const char* tp
@@ -40,15 +50,12 @@ cdef class Line(FilterBase):
     cdef bytes out_term
     cdef object regexp
     cdef readonly Py_ssize_t max_length
-    cdef readonly Py_ssize_t max_buffer
     cdef readonly object encoding # None or a codec name (str)
     cdef bytes enc_name           # encoding as bytes, for PyUnicode_Decode
     cdef object record_decoder    # None or callable(bytes) -> record
     cdef bint plain               # no encoding, no record decoder
     cdef int skip                 # default mode: byte to drop if it comes next, or -1
     cdef bint discarding          # dropping an over-long line up to its terminator
-    cdef bint dirty               # buf may hold whole lines (get_one_start, errors)
-    cdef object error             # exception a parse pass stopped on
     cdef dict kwargs
 
     cdef _set_term(self, bytes term)
@@ -60,12 +67,9 @@ cdef class Line(FilterBase):
     cdef Py_ssize_t _seek(self, const char* data, Py_ssize_t n)
     cdef int _absorb(self, const char* data, Py_ssize_t n) except -1
     cdef int _emit(self, const char* p, Py_ssize_t n, list out) except -1
-    cdef int _parse_buf(self, list out, Py_ssize_t limit) except -1
-    cdef int _feed_object(self, object chunk, list out) except -1
 
 
-cdef class Block(FilterBase):
-    cdef ByteBuffer buf
+cdef class Block(_Framing):
     cdef int codec_kind           # CODEC_* in _filters.pyx
     cdef Py_ssize_t bsize         # fixed block size (CODEC_FIXED)
     cdef Py_ssize_t prefix_size
@@ -74,21 +78,16 @@ cdef class Block(FilterBase):
     cdef object encode
     cdef object decode
     cdef readonly Py_ssize_t max_length
-    cdef readonly Py_ssize_t max_buffer
     cdef Py_ssize_t cur_hs        # header size of the frame at the buffer's head
     cdef Py_ssize_t cur_ps        # its payload size, or -1 when not decoded yet
     cdef unsigned long long skip_payload
     cdef bint bad_run
-    cdef bint dirty
-    cdef object error
     cdef readonly unsigned long long garbage_bytes
     cdef dict kwargs
 
     cdef Py_ssize_t _parse(self, const char* base, Py_ssize_t n, list out,
                            Py_ssize_t limit) except -1
     cdef tuple _decode_custom(self, const char* p, Py_ssize_t n)
-    cdef int _parse_buf(self, list out, Py_ssize_t limit) except -1
-    cdef int _feed_object(self, object chunk, list out) except -1
     cdef Py_ssize_t _header(self, Py_ssize_t n, char* hdr) except -1
     cdef object _encode_custom(self, object record)
     cdef int _write_frame(self, object record, ByteBuffer out) except -1

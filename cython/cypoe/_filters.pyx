@@ -135,7 +135,68 @@ cdef class FilterBase:
 # ===========================================================================
 # Line
 
-cdef class Line(FilterBase):
+cdef class _Framing(FilterBase):
+    """What Line and Block share: a buffer of unparsed input, its bound, and
+    POE's filter interface over their C parser (internal base class)."""
+
+    def __cinit__(self, *args, **kwargs):
+        self.buf = ByteBuffer()
+        self.error = None
+
+    cdef int _parse_buf(self, list out, Py_ssize_t limit) except -1:
+        raise NotImplementedError
+
+    cdef int _feed_object(self, object chunk, list out) except -1:
+        raise NotImplementedError
+
+    def get(self, chunks):
+        """Feed chunks (a list of bytes); return every complete record."""
+        cdef list cl = _chunk_list(chunks)
+        cdef list out = []
+        cdef Py_ssize_t i, j, nc = len(cl)
+        if self.buf.length() + _total(cl) > self.max_buffer:
+            raise _overflow(self.max_buffer)
+        if nc == 0:
+            try:
+                self.feed(NULL, 0, out)
+            except FilterError as exc:
+                exc.records = out
+                raise
+            return out
+        for i in range(nc):
+            try:
+                self._feed_object(cl[i], out)
+            except FilterError as exc:
+                for j in range(i + 1, nc):      # keep the unparsed input
+                    self.buf.append_object(cl[j])
+                    self.dirty = True
+                exc.records = out
+                raise
+        return out
+
+    def get_one_start(self, chunks):
+        """Buffer chunks without parsing them."""
+        cdef list cl = _chunk_list(chunks)
+        if self.buf.length() + _total(cl) > self.max_buffer:
+            raise _overflow(self.max_buffer)
+        for c in cl:
+            self.buf.append_object(c)
+        if self.buf.length() > 0:
+            self.dirty = True
+
+    def get_one(self):
+        """Return a list with at most one record."""
+        cdef list out = []
+        if self.dirty:
+            self._parse_buf(out, 1)
+        return out
+
+    def get_pending(self):
+        """A copy of the buffered, unparsed input, or None."""
+        return self.buf.to_bytes() if self.buf.length() > 0 else None
+
+
+cdef class Line(_Framing):
     """Line(*, literal=None, input_literal=None, output_literal=None,
     input_regexp=None, autodetect=False, max_length=None, max_buffer=None,
     encoding=None)
@@ -143,9 +204,7 @@ cdef class Line(FilterBase):
     Records separated by a terminator; see docs/filters.rst."""
 
     def __cinit__(self, *args, **kwargs):
-        self.buf = ByteBuffer()
         self.skip = -1
-        self.error = None
 
     def __init__(self, *, literal=None, input_literal=None, output_literal=None,
                  input_regexp=None, autodetect=False, max_length=None,
@@ -525,52 +584,6 @@ cdef class Line(FilterBase):
 
     # -- Python face ------------------------------------------------------------
 
-    def get(self, chunks):
-        """Feed chunks (a list of bytes); return every complete record."""
-        cdef list cl = _chunk_list(chunks)
-        cdef list out = []
-        cdef Py_ssize_t i, j, nc = len(cl)
-        if self.buf.length() + _total(cl) > self.max_buffer:
-            raise _overflow(self.max_buffer)
-        if nc == 0:
-            try:
-                self.feed(NULL, 0, out)
-            except FilterError as exc:
-                exc.records = out
-                raise
-            return out
-        for i in range(nc):
-            try:
-                self._feed_object(cl[i], out)
-            except FilterError as exc:
-                for j in range(i + 1, nc):      # keep the unparsed input
-                    self.buf.append_object(cl[j])
-                    self.dirty = True
-                exc.records = out
-                raise
-        return out
-
-    def get_one_start(self, chunks):
-        """Buffer chunks without parsing them."""
-        cdef list cl = _chunk_list(chunks)
-        if self.buf.length() + _total(cl) > self.max_buffer:
-            raise _overflow(self.max_buffer)
-        for c in cl:
-            self.buf.append_object(c)
-        if self.buf.length() > 0:
-            self.dirty = True
-
-    def get_one(self):
-        """Return a list with at most one record."""
-        cdef list out = []
-        if self.dirty:
-            self._parse_buf(out, 1)
-        return out
-
-    def get_pending(self):
-        """A copy of the buffered, unparsed input, or None."""
-        return self.buf.to_bytes() if self.buf.length() > 0 else None
-
     def put(self, records):
         """Serialise records: each gets the output terminator appended."""
         cdef list src = records if type(records) is list else list(records)
@@ -602,16 +615,14 @@ cdef inline bint _is_digit(char c):
     return c >= 48 and c <= 57
 
 
-cdef class Block(FilterBase):
+cdef class Block(_Framing):
     """Block(*, block_size=None, length_codec=None, length_prefix=None,
     max_length=None, max_buffer=None)
 
     Fixed-size blocks or length-prefixed frames; see docs/filters.rst."""
 
     def __cinit__(self, *args, **kwargs):
-        self.buf = ByteBuffer()
         self.cur_ps = -1
-        self.error = None
 
     def __init__(self, *, block_size=None, length_codec=None, length_prefix=None,
                  max_length=None, max_buffer=None):
@@ -911,49 +922,6 @@ cdef class Block(FilterBase):
         return self.feed(PyBytes_AS_STRING(chunk), PyBytes_GET_SIZE(chunk), out)
 
     # -- Python face ------------------------------------------------------------
-
-    def get(self, chunks):
-        """Feed chunks (a list of bytes); return every complete record."""
-        cdef list cl = _chunk_list(chunks)
-        cdef list out = []
-        cdef Py_ssize_t i, j, nc = len(cl)
-        if self.buf.length() + _total(cl) > self.max_buffer:
-            raise _overflow(self.max_buffer)
-        if nc == 0:
-            try:
-                self.feed(NULL, 0, out)
-            except FilterError as exc:
-                exc.records = out
-                raise
-            return out
-        for i in range(nc):
-            try:
-                self._feed_object(cl[i], out)
-            except FilterError as exc:
-                for j in range(i + 1, nc):
-                    self.buf.append_object(cl[j])
-                    self.dirty = True
-                exc.records = out
-                raise
-        return out
-
-    def get_one_start(self, chunks):
-        cdef list cl = _chunk_list(chunks)
-        if self.buf.length() + _total(cl) > self.max_buffer:
-            raise _overflow(self.max_buffer)
-        for c in cl:
-            self.buf.append_object(c)
-        if self.buf.length() > 0:
-            self.dirty = True
-
-    def get_one(self):
-        cdef list out = []
-        if self.dirty:
-            self._parse_buf(out, 1)
-        return out
-
-    def get_pending(self):
-        return self.buf.to_bytes() if self.buf.length() > 0 else None
 
     def put(self, records):
         """Serialise records: one frame each (fixed size: one chunk in all)."""
