@@ -23,6 +23,23 @@ def check_filter_spec(name, spec):
                     f"not {type(spec).__name__}")
 
 
+def choose_filters(prefix, filter, input_filter, output_filter):
+    """The filter prototypes of a component's connections: ``filter`` for
+    both directions, or ``input_filter``/``output_filter`` (the half not given
+    is ``Line()``); ``Line()`` when none is given.  Returns (input, output),
+    output None meaning "the input filter's instance"."""
+    names = [prefix + "filter", prefix + "input_filter", prefix + "output_filter"]
+    if filter is not None and (input_filter is not None or output_filter is not None):
+        raise TypeError(f"{names[0]}: give either {names[0]} or {names[1]}/{names[2]}")
+    for name, spec in zip(names, (filter, input_filter, output_filter)):
+        check_filter_spec(name, spec)
+    from cypoe.filters import Line
+    if input_filter is None and output_filter is None:
+        return (filter if filter is not None else Line()), None
+    return (input_filter if input_filter is not None else Line(),
+            output_filter if output_filter is not None else Line())
+
+
 def check_marks(names, values):
     """The four watermark settings go together; 0 < low < high.  Returns
     (high, low), (0, 0) when none is given."""

@@ -10,9 +10,9 @@ import os
 import socket
 import threading
 
-from cypoe._components import ClientLink, _ClientCore, call_soon, family_of, make_filter_py
+from cypoe._components import _ClientCore, call_soon, family_of, make_filter_py
 from cypoe.errors import CypoeError
-from cypoe._component import (callable_or_none, check_args, check_filter_spec, check_marks,
+from cypoe._component import (callable_or_none, check_args, choose_filters, check_marks,
                               check_states, check_timeout, client_tls_context, enlist,
                               resolve_kernel, retire)
 
@@ -67,11 +67,7 @@ class Client:
             raise ValueError(f"bind_port: expected a port number 0-65535, not {bind_port!r}")
         if domain not in (None, socket.AF_INET, socket.AF_INET6):
             raise ValueError(f"domain: expected None, AF_INET or AF_INET6, not {domain!r}")
-        if filter is not None and (input_filter is not None or output_filter is not None):
-            raise TypeError("filter: give either filter or input_filter/output_filter")
-        check_filter_spec("filter", filter)
-        check_filter_spec("input_filter", input_filter)
-        check_filter_spec("output_filter", output_filter)
+        in_filter, out_filter = choose_filters("", filter, input_filter, output_filter)
         high, low = check_marks(("high_mark", "low_mark", "server_high", "server_low"),
                                 (high_mark, low_mark, server_high, server_low))
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
@@ -81,7 +77,6 @@ class Client:
         if self._tls is None and server_hostname is not None:
             raise TypeError("server_hostname: needs ssl")
 
-        from cypoe.filters import Line
         self.kernel = k
         self.remote_address = remote_address
         self.remote_port = remote_port
@@ -98,10 +93,8 @@ class Client:
         self._connect_error_cb = connect_error
         self._disconnected_cb = disconnected
         self._pre_connect = pre_connect
-        self._in_filter = (input_filter if input_filter is not None
-                           else filter if filter is not None else Line())
-        self._out_filter = (output_filter if output_filter is not None
-                            else None if input_filter is None else Line())
+        self._in_filter = in_filter
+        self._out_filter = out_filter
         self._marks = (high, low)
         core = _ClientCore(k, self)
         core.server_input = server_input

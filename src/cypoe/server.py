@@ -5,11 +5,10 @@ work (input, errors, flushing, timeouts) is compiled in ``cypoe._components``;
 this module validates parameters and does the bookkeeping that happens once
 per server or once per connection.
 """
-import errno
 import logging
 import socket
 
-from cypoe._component import (callable_or_none, check_args, check_filter_spec, check_marks,
+from cypoe._component import (callable_or_none, check_args, check_marks, choose_filters,
                               check_states, check_timeout, enlist, resolve_kernel, retire)
 from cypoe._components import Connection, _ServerCore
 from cypoe.errors import CypoeError
@@ -63,13 +62,8 @@ class Server:
             raise TypeError(f"concurrency: expected an int, not {type(concurrency).__name__}")
         if concurrency < -1:
             raise ValueError(f"concurrency: must be -1 (unlimited) or >= 0, not {concurrency}")
-        if client_filter is not None and (client_input_filter is not None
-                                          or client_output_filter is not None):
-            raise TypeError("client_filter: give either client_filter or "
-                            "client_input_filter/client_output_filter")
-        check_filter_spec("client_filter", client_filter)
-        check_filter_spec("client_input_filter", client_input_filter)
-        check_filter_spec("client_output_filter", client_output_filter)
+        in_filter, out_filter = choose_filters("client_", client_filter, client_input_filter,
+                                               client_output_filter)
         high, low = check_marks(("high_mark", "low_mark", "client_high", "client_low"),
                                 (high_mark, low_mark, client_high, client_low))
         timeout = check_timeout("client_input_timeout", client_input_timeout)
@@ -116,12 +110,8 @@ class Server:
         core.client_low = client_low
         core.acceptor = acceptor
         if client_input is not None:
-            from cypoe.filters import Line
-            core.in_filter = (client_input_filter if client_input_filter is not None
-                              else client_filter if client_filter is not None else Line())
-            core.out_filter = (client_output_filter if client_output_filter is not None
-                               else None if client_input_filter is None
-                               else Line())
+            core.in_filter = in_filter
+            core.out_filter = out_filter
         core.client_args = client_args
         core.shutdown_on_error = bool(client_shutdown_on_error)
         core.input_timeout = timeout

@@ -5,14 +5,13 @@ compiled ``Conn`` (a ReadWrite with an id, an address and a lazily created
 heap; no Python socket, dict or session of its own); timeouts are deadlines
 checked by one sweep for the whole component.
 """
-import errno
 import socket
 
 from cypoe import _kernel
-from cypoe._components import Conn, _MultiCore, call_soon, family_of
+from cypoe._components import Conn, _MultiCore, call_soon
 from cypoe.client import resolve_async
 from cypoe.errors import CypoeError
-from cypoe._component import (callable_or_none, check_args, check_filter_spec, check_states,
+from cypoe._component import (callable_or_none, check_args, choose_filters, check_states,
                               check_timeout, client_tls_context, enlist, resolve_kernel,
                               retire)
 
@@ -53,11 +52,7 @@ class TCPMulti:
                          ("on_error", on_error), ("on_disconnected", on_disconnected),
                          ("on_timeout", on_timeout), ("on_initialize", on_initialize)):
             callable_or_none(name, cb)
-        if filter is not None and (input_filter is not None or output_filter is not None):
-            raise TypeError("filter: give either filter or input_filter/output_filter")
-        check_filter_spec("filter", filter)
-        check_filter_spec("input_filter", input_filter)
-        check_filter_spec("output_filter", output_filter)
+        in_filter, out_filter = choose_filters("", filter, input_filter, output_filter)
         ct = check_timeout("connect_timeout", connect_timeout)
         it = check_timeout("input_timeout", input_timeout)
         if domain not in (None, socket.AF_INET, socket.AF_INET6):
@@ -68,7 +63,6 @@ class TCPMulti:
         args = check_args("args", args)
         tls = client_tls_context(ssl)
 
-        from cypoe.filters import Line
         core = _MultiCore(k, self)
         core.on_input = on_input
         core.on_success = on_success
@@ -77,10 +71,8 @@ class TCPMulti:
         core.on_disconnected = on_disconnected
         core.on_timeout = on_timeout
         core.on_initialize = on_initialize
-        core.in_filter = (input_filter if input_filter is not None
-                          else filter if filter is not None else Line())
-        core.out_filter = (output_filter if output_filter is not None
-                           else None if input_filter is None else Line())
+        core.in_filter = in_filter
+        core.out_filter = out_filter
         core.connect_timeout = ct
         core.input_timeout = it
         core.bind_address = bind_address

@@ -8,7 +8,6 @@ connection i's requests are due at ``start + phase_i + k * interval`` with
 already has ``pipeline`` in flight, and its latency counts from the time it
 was due (wrk2's correction for coordinated omission).
 """
-import errno
 import json
 import os
 import signal
@@ -286,7 +285,6 @@ class LoadRun:
             self.timers.append(self._later(RECONNECT_DELAY, self._connect, st))
 
     def _on_error(self, conn, operation, errnum, errstr):
-        st = conn.heap["st"]
         if self.finished:
             return
         self._count_error(report.error_kind(operation, errnum))

@@ -6,7 +6,6 @@ percentiles are exact to 0.1% whatever the run's length, and histograms
 from several worker processes merge losslessly (``encode()`` /
 ``LoadStats.from_dict``).
 """
-import base64
 import errno as _errno
 
 from hdrh.histogram import HdrHistogram

@@ -3,7 +3,6 @@ import os
 import signal
 import socket
 import ssl as _ssl
-import sys
 import time
 
 from cypoe.cli import common, protocols
