@@ -202,8 +202,7 @@ class Server:
 
     def _signal_shutdown(self):
         # SIGINT/SIGTERM: stop accepting and end every connection gracefully.
-        self.shutdown()
-        self._core.shutdown_connections()
+        self.shutdown(connections=True)
 
     # kernel.post(alias, "shutdown" | "set_concurrency" | "disconnected", ...)
     def _cypoe_event(self, event, args):
@@ -251,12 +250,16 @@ class Server:
         """For a custom acceptor: one of its connections has ended."""
         self._core.disconnected()
 
-    def shutdown(self):
+    def shutdown(self, *, connections=False):
         """Stop accepting now; open connections finish; ``stopped`` runs after
-        the last one has ended."""
+        the last one has ended.  With ``connections=True`` (a cypoe addition)
+        every open connection is also shut down gracefully: input ignored,
+        pending output flushed, then closed."""
         if self._ended:
             return
         self._core.shutdown()
+        if connections:
+            self._core.shutdown_connections()
 
     def __repr__(self):
         return (f"<cypoe.Server port={self.port} connections={self._core.count}"

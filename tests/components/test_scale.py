@@ -28,8 +28,7 @@ SERVER = textwrap.dedent("""
     def on_stdin(fd):
         if not sys.stdin.buffer.read1(100):
             cypoe.kernel.select_read(sys.stdin, None)
-            server.shutdown()
-            server._core.shutdown_connections()
+            server.shutdown(connections=True)
     cypoe.kernel.select_read(sys.stdin, on_stdin)
     cypoe.run()
 """)

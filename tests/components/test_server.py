@@ -636,3 +636,24 @@ def test_another_connection_is_untouched_by_a_peer_that_resets(kernel):
     polite.close()
     server.shutdown()
     kernel.run()
+
+
+def test_shutdown_with_connections_flushes_and_closes_them(kernel):
+    events = []
+    server = Server(port=0, address="127.0.0.1", kernel=kernel,
+                    client_connected=lambda c: c.put(b"bye for now"),
+                    client_input=lambda c, r: events.append(r),
+                    client_disconnected=lambda c: events.append("disconnected"),
+                    stopped=lambda s: events.append("stopped"))
+    idle = [blocking_client(server.port) for _ in range(3)]
+    for _ in range(100):
+        kernel.run_once(0.01)
+        if server.connections == 3:
+            break
+    server.shutdown(connections=True)
+    kernel.run()
+    assert events == ["disconnected"] * 3 + ["stopped"]
+    for s in idle:
+        assert s.recv(100) == b"bye for now\r\n"
+        assert s.recv(100) == b""
+        s.close()
