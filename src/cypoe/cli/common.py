@@ -122,3 +122,34 @@ def raise_nofile(wanted):
 
 def err(prog, message):
     print(f"{prog}: {message}", file=sys.stderr)
+
+
+def reap(pids, timeout=10.0, sig=None):
+    """Wait for child processes ``pids`` to exit (after sending them ``sig``
+    when given); any still alive after ``timeout`` seconds is killed."""
+    import os
+    import signal
+    import time
+
+    for pid in pids if sig is not None else ():
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while True:
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() > deadline:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+                break
+            time.sleep(0.01)

@@ -302,7 +302,7 @@ def run_workers(cfg, workers, live):
                 next_tick += 1.0
     finally:
         for pid in children:
-            _reap(pid)
+            common.reap([pid])
     missing = len(children) - len(got)
     if missing:
         total.error("worker:died", missing)
@@ -314,19 +314,3 @@ def _kill(pid, sig):
         os.kill(pid, sig)
     except ProcessLookupError:
         pass
-
-
-def _reap(pid, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            done, _ = os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if done:
-            return
-        if time.monotonic() > deadline:
-            _kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            return
-        time.sleep(0.01)

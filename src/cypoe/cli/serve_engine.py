@@ -3,7 +3,6 @@ import os
 import signal
 import socket
 import ssl as _ssl
-import time
 
 from cypoe.cli import common, protocols
 
@@ -229,22 +228,4 @@ def _serve_workers(args, host, port, where, opts):
 
 
 def _stop_all(pids, timeout=5.0):
-    for pid in pids:
-        try:
-            os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    deadline = time.monotonic() + timeout
-    for pid in pids:
-        while True:
-            try:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                break
-            time.sleep(0.01)
+    common.reap(pids, timeout, signal.SIGTERM)
