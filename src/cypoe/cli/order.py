@@ -52,6 +52,13 @@ class Permutation:
             k = _mix(k + 0x9E3779B97F4A7C15 & _M64)
             self._keys.append(k)
 
+    @property
+    def feistel(self):
+        """``(round keys, half width in bits)``, or None for the natural
+        order: what :class:`cypoe._scan.ScanOrder` needs to walk the same
+        order in C."""
+        return None if self.identity else (tuple(self._keys), self._half)
+
     def _encrypt(self, x):
         # round function: multiplicative hashing (the top bits of a 64-bit
         # product), cheap in Python and well mixed after four rounds

@@ -268,9 +268,9 @@ def run(args):
         writer.write(rec)
         progress.update(1, rec["state"] == "open")
 
-    def on_other(state):  # a closed or filtered port the output does not show
-        counts[state] += 1
-        progress.update(1)
+    def on_other(state, n):  # closed or filtered ports the output does not show
+        counts[state] += n
+        progress.update(n)
 
     read_timeout = args.read_timeout if args.read_timeout is not None else max(1.0, tm.timeout)
     t0 = time.monotonic()

@@ -1,4 +1,9 @@
-"""The network part of ``cypoe scan``: TCPMulti glue.
+"""The network part of ``cypoe scan``: two engines with the same results.
+
+:class:`ConnectScanner` is a plain connect scan (no banners, no TLS) run by
+the compiled :class:`cypoe._scan.ConnectScan`: Python sees only the ports
+it reports.  :class:`Scanner` does everything, banners and TLS included,
+over TCPMulti.  :func:`scan` picks the first when it can.
 
 One TCPMulti session holds every connection in flight.  A :class:`Scanner`
 feeds it from the plan's lazy order, up to ``concurrency`` at once and
@@ -13,7 +18,7 @@ import ssl as _ssl
 import time
 from collections import deque
 
-from cypoe.cli import common
+from cypoe.cli import common, order
 from cypoe.cli.output import make_result
 
 # Errors that say "not now" rather than anything about the target: the
@@ -173,7 +178,6 @@ class Scanner:
 
     def _pump(self):
         self.pump_timer = None
-        self._delay = lambda seconds: self.kernel.delay(seconds, self._pump)
         if self.stopping:
             return
         now = self.kernel.time()
@@ -338,6 +342,101 @@ class Scanner:
         self._release(conn)
 
 
-def scan(plan, timing, on_result, **kw):
-    """Run a scan to the end (or to Ctrl-C); returns an info dict."""
-    return Scanner(plan, timing, on_result, **kw).run()
+# cypoe._scan's state and status numbers, by name.
+STATE_NAMES = ("open", "closed", "filtered")
+STATUS_NAMES = ("success", "connection-refused", "connection-timeout", "unknown-error")
+
+
+class ConnectScanner:
+    """A connect scan (no banners, no TLS) in C: the same results, order,
+    retries, back-off and Ctrl-C behaviour as :class:`Scanner`.
+
+    ``on_other(state, n)``, when given, receives the closed and filtered
+    ports in counts instead of ``on_result`` records."""
+
+    def __init__(self, plan, timing, on_result, *, kernel=None, on_other=None):
+        cy = common.require("Kernel")
+        from cypoe import _scan
+        self.plan = plan
+        self.on_result = on_result
+        self.on_other = on_other
+        self.kernel = kernel if kernel is not None else cy.Kernel()
+        limit = common.raise_nofile(timing.concurrency + 256)
+        self.concurrency = max(1, min(timing.concurrency, limit - 64))
+        self.interrupted = False
+        feistel = order.Permutation(plan.total, plan.seed).feistel
+        keys, half = feistel if feistel is not None else (None, 0)
+        walk = _scan.ScanOrder(plan.total, plan.shards, plan.shard, keys, half)
+        self.core = _scan.ConnectScan(
+            self.kernel, walk, plan.ports, self._address_of, self._on_result,
+            concurrency=self.concurrency, rate=timing.rate or 0.0, timeout=timing.timeout,
+            retries=timing.retries, report_others=on_other is None,
+            on_other=self._on_other if on_other is not None else None,
+            on_done=self._on_done)
+
+    def _address_of(self, t):
+        targets = self.plan.targets
+        return targets[t], targets.version_at(t)
+
+    def _on_result(self, index, state, status, rtt, error):
+        t, pi = divmod(index, self.plan.nports)
+        self.on_result(make_result(self.plan.targets[t], self.plan.ports[pi],
+                                   STATE_NAMES[state], STATUS_NAMES[status],
+                                   rtt=rtt, error=error))
+
+    def _on_other(self, state, n):
+        self.on_other(STATE_NAMES[state], n)
+
+    def _on_done(self):
+        self.kernel.unregister_component(self)
+
+    def run(self):
+        self.kernel.register_component(self)
+        # started from inside run(): the loop's own descriptors (signal
+        # pipe) come before the probes'
+        self.kernel.delay(0, self.core.start)
+        self.kernel.run()
+        return {"interrupted": self.interrupted, "concurrency": self.concurrency}
+
+    def shutdown(self):
+        """SIGINT/SIGTERM: stop at once and keep what was found (probes in
+        flight have no answer yet and are not reported)."""
+        if not self.core.finished:
+            self.interrupted = True
+            self.core.stop()
+
+
+def compiled_available():
+    try:
+        from cypoe import _scan  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+ENGINES = ("auto", "compiled", "tcpmulti")
+
+
+def scan(plan, timing, on_result, *, engine="auto", banners=False, tls=False, on_other=None,
+         kernel=None, **kw):
+    """Run a scan to the end (or to Ctrl-C); returns an info dict.
+
+    ``engine``: "compiled" (:class:`ConnectScanner`, connect scans only),
+    "tcpmulti" (:class:`Scanner`) or "auto": the compiled one whenever
+    there are no banners to read and it is built."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if engine == "auto":
+        engine = "compiled" if not (banners or tls) and compiled_available() else "tcpmulti"
+    if engine == "compiled":
+        if banners or tls:
+            raise ValueError("the compiled engine does connect scans only (no banners, no TLS)")
+        if on_other is not None:
+            counted = on_other
+            on_other = lambda state, n: counted(state, n)  # noqa: E731
+        return ConnectScanner(plan, timing, on_result, kernel=kernel, on_other=on_other).run()
+    if on_other is not None:
+        counted = on_other
+        on_other = lambda state: counted(state, 1)  # noqa: E731
+    return Scanner(plan, timing, on_result, banners=banners, tls=tls, on_other=on_other,
+                   kernel=kernel, **kw).run()

@@ -1,0 +1,327 @@
+"""The compiled connect scan (cypoe._scan) against loopback: the same
+order as cypoe.cli.order, the same results as the TCPMulti engine, timeouts
+retried, EMFILE waited out without using a try, self-connects never open,
+the rate bound kept, Ctrl-C, and no fd left behind."""
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from cypoe import Kernel, _scan
+from cypoe.cli import order, scan_engine, timing
+from cypoe.cli.scan import Plan
+from cypoe.cli.targets import TargetSet
+
+from .conftest import ENV, free_ports
+
+ENGINES = ["compiled", "tcpmulti"]
+
+
+def open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.fixture
+def listeners():
+    socks = []
+    for _ in range(3):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(64)
+        socks.append(s)
+    yield sorted(s.getsockname()[1] for s in socks)
+    for s in socks:
+        s.close()
+
+
+class Blackholes:
+    """Listeners whose accept queue is full: SYNs to them are dropped, so a
+    connect to them times out, on loopback, with nothing to configure."""
+
+    def __init__(self, n):
+        self.socks = []
+        for _ in range(n):
+            lsn = socket.socket()
+            lsn.bind(("127.0.0.1", 0))
+            lsn.listen(0)
+            self.socks.append(lsn)
+            for _ in range(4):
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(lsn.getsockname())
+                self.socks.append(c)
+                time.sleep(0.005)
+        self.ports = sorted(s.getsockname()[1] for s in self.socks[::5])
+
+    def close(self):
+        for s in self.socks:
+            s.close()
+
+
+@pytest.fixture
+def blackholes():
+    b = Blackholes(6)
+    yield b
+    b.close()
+
+
+def run_scan(ports, engine, *, targets=("127.0.0.1",), concurrency=100, rate=None,
+             timeout=2.0, retries=0, on_other=None, seed=5, kernel=None):
+    plan = Plan(TargetSet(list(targets)), ports, seed=seed)
+    results = []
+    info = scan_engine.scan(plan, timing.Timing("t", concurrency, rate, timeout, retries),
+                            results.append, engine=engine, on_other=on_other, kernel=kernel)
+    return results, info
+
+
+def by_port(results):
+    out = {}
+    for r in results:
+        assert (r["ip"], r["port"]) not in out, f"reported twice: {r}"
+        out[(r["ip"], r["port"])] = r
+    return out
+
+
+# -- order ------------------------------------------------------------------------
+
+@settings(max_examples=200, deadline=None)
+@given(n=st.integers(0, 3000), shards=st.integers(1, 5), data=st.data(),
+       seed=st.one_of(st.none(), st.integers(0, 2 ** 64 - 1)))
+def test_order_is_the_python_order(n, shards, data, seed):
+    shard = data.draw(st.integers(0, shards - 1))
+    m = order.shard_size(n, shards, shard)
+    feistel = order.Permutation(m, seed).feistel
+    keys, half = feistel if feistel is not None else (None, 0)
+    walk = _scan.ScanOrder(m, shards, shard, keys, half)
+    assert list(walk) == list(order.shard_order(n, shards, shard, seed))
+    assert walk.remaining == 0
+
+
+def test_order_of_a_large_space():
+    n = 65535 * 300
+    feistel = order.Permutation(n, 99).feistel
+    walk = _scan.ScanOrder(n, 1, 0, *feistel)
+    expected = order.shard_order(n, 1, 0, 99)
+    assert [next(walk) for _ in range(5000)] == [next(expected) for _ in range(5000)]
+
+
+# -- results ------------------------------------------------------------------------
+
+def test_both_engines_give_the_same_answers(listeners):
+    closed = free_ports(60)
+    ports = sorted(set(listeners) | set(closed))
+    answers = {}
+    for engine in ENGINES:
+        results, info = run_scan(ports, engine)
+        assert not info["interrupted"]
+        found = by_port(results)
+        assert len(found) == len(ports)
+        answers[engine] = {k: (r["state"], r["status"]) for k, r in found.items()}
+        assert {p for (_, p), (state, _) in answers[engine].items() if state == "open"} \
+            == set(listeners)
+        for (_, p), r in found.items():
+            if p in listeners:
+                assert r["status"] == "success" and r["rtt_ms"] >= 0
+            else:
+                assert (r["state"], r["status"]) == ("closed", "connection-refused")
+    assert answers["compiled"] == answers["tcpmulti"]
+
+
+def test_many_targets_few_ports(listeners):
+    targets = ["127.0.0.1-40"]
+    ports = listeners[:1] + free_ports(2)
+    results, _ = run_scan(ports, "compiled", targets=targets)
+    found = by_port(results)
+    assert len(found) == 40 * 3
+    assert {k for k, r in found.items() if r["state"] == "open"} == {("127.0.0.1", listeners[0])}
+    assert {ip for ip, _ in found} == {f"127.0.0.{i}" for i in range(1, 41)}
+
+
+def test_counts_instead_of_records_for_closed_ports(listeners):
+    closed = free_ports(50)
+    counted = {}
+
+    def on_other(state, n):
+        assert n >= 1
+        counted[state] = counted.get(state, 0) + n
+
+    results, _ = run_scan(listeners + closed, "compiled", on_other=on_other)
+    assert sorted(r["port"] for r in results) == listeners
+    assert all(r["state"] == "open" for r in results)
+    assert counted == {"closed": 50}
+
+
+def test_timeouts_are_retried_then_filtered(blackholes, listeners):
+    closed = free_ports(5)
+    plan = Plan(TargetSet(["127.0.0.1"]), blackholes.ports + closed + listeners, seed=3)
+    results = []
+    scanner = scan_engine.ConnectScanner(plan, timing.Timing("t", 100, None, 0.2, 2),
+                                         results.append)
+    scanner.run()
+    found = {r["port"]: r for r in results}
+    assert len(results) == len(plan.ports)
+    for p in blackholes.ports:
+        assert (found[p]["state"], found[p]["status"]) == ("filtered", "connection-timeout")
+    for p in closed:
+        assert found[p]["state"] == "closed"
+    for p in listeners:
+        assert found[p]["state"] == "open"
+    # every blackholed port was tried three times: two retries each
+    assert scanner.core.n_retried == 2 * len(blackholes.ports)
+    assert scanner.core.launched == len(plan.ports) + 2 * len(blackholes.ports)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_emfile_is_waited_out_without_using_a_try(blackholes, engine):
+    """More probes than free descriptors: socket() fails with EMFILE, the
+    probe goes back in the queue, and every port still gets its one answer
+    (retries=0, so a try used by EMFILE would show as a wrong status)."""
+    closed = free_ports(20)
+    plan = Plan(TargetSet(["127.0.0.1"]), blackholes.ports + closed, seed=None)
+    results = []
+    tm = timing.Timing("t", len(plan.ports), None, 0.3, 0)
+    if engine == "compiled":
+        scanner = scan_engine.ConnectScanner(plan, tm, results.append)
+    else:
+        scanner = scan_engine.Scanner(plan, tm, results.append)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    # room for the kernel's signal pipe and three probes at a time
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds() + 5, hard))
+    try:
+        scanner.run()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    answers = {r["port"]: (r["state"], r["status"]) for r in results}
+    assert len(results) == len(plan.ports) == len(answers)
+    for p in blackholes.ports:
+        assert answers[p] == ("filtered", "connection-timeout")
+    for p in closed:
+        assert answers[p] == ("closed", "connection-refused")
+    launched = scanner.core.launched if engine == "compiled" else scanner.launched
+    assert launched > len(plan.ports)       # EMFILE happened and was retried
+    if engine == "compiled":
+        assert scanner.core.n_retried == 0  # ... without counting as a try
+
+
+def test_rate_is_an_upper_bound(listeners):
+    rate = 400.0
+    k = Kernel()
+    seen = []
+    ports = free_ports(60)
+    plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=None)
+    scanner = scan_engine.ConnectScanner(plan, timing.Timing("t", 100, rate, 1.0, 0),
+                                         lambda r: seen.append((k.time(), scanner.core.launched)),
+                                         kernel=k)
+    t0 = k.time()
+    scanner.run()
+    assert len(seen) == len(ports)
+    for now, launched in seen:
+        assert launched <= (now - t0) * rate + 1 + 1e-9
+
+
+def test_exception_in_a_callback_is_contained(listeners):
+    k = Kernel()
+    caught = []
+    k.set_exception_handler(lambda kernel, ctx: caught.append(ctx["exception"]))
+    results = []
+
+    def on_result(rec):
+        results.append(rec)
+        if len(results) == 1:
+            raise RuntimeError("user code broke")
+
+    closed = free_ports(10)
+    plan = Plan(TargetSet(["127.0.0.1"]), listeners + closed, seed=1)
+    scan_engine.ConnectScanner(plan, timing.Timing("t", 100, None, 1.0, 0), on_result,
+                               kernel=k).run()
+    assert len(results) == len(plan.ports)
+    assert len(caught) == 1 and isinstance(caught[0], RuntimeError)
+
+
+def test_stop_mid_scan_keeps_results_and_leaks_nothing(blackholes):
+    k = Kernel()
+    before = open_fds()
+    ports = blackholes.ports + free_ports(30)
+    plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=None)
+    results = []
+    # 50 probes a second: at the stop, the blackholed ones are in flight
+    # (for 60 s) and the closed ones partly answered, partly not launched
+    scanner = scan_engine.ConnectScanner(plan, timing.Timing("t", 100, 50.0, 60.0, 0),
+                                         results.append, kernel=k)
+    k.delay(0.3, scanner.shutdown)
+    info = scanner.run()
+    assert info["interrupted"]
+    assert scanner.core.finished and scanner.core.inflight == 0
+    reported = [r["port"] for r in results]
+    assert reported and set(reported) <= set(ports[len(blackholes.ports):])
+    assert len(reported) < 30
+    del scanner
+    assert open_fds() == before
+
+
+def test_poll_kernel(listeners):
+    k = Kernel(backend="poll")
+    results, _ = run_scan(listeners + free_ports(5), "compiled", kernel=k)
+    assert sorted(r["port"] for r in results if r["state"] == "open") == listeners
+    assert len(results) == 8
+
+
+def test_no_fd_left_behind(listeners):
+    k = Kernel()
+    before = open_fds()
+    results, _ = run_scan(listeners + free_ports(200), "compiled", concurrency=50, kernel=k)
+    assert len(results) == 203
+    assert open_fds() == before
+
+
+def test_compiled_engine_refuses_banners():
+    plan = Plan(TargetSet(["127.0.0.1"]), [1], seed=None)
+    with pytest.raises(ValueError, match="connect scans only"):
+        scan_engine.scan(plan, timing.resolve(4), lambda r: None, engine="compiled",
+                         banners=True)
+    with pytest.raises(ValueError, match="engine must be"):
+        scan_engine.scan(plan, timing.resolve(4), lambda r: None, engine="fast")
+
+
+SELF_CONNECT = textwrap.dedent("""
+    import fcntl, json, socket, struct, sys
+    # bring lo up in this new network namespace (SIOCGIFFLAGS / SIOCSIFFLAGS)
+    s = socket.socket()
+    ifr = struct.pack("16sh", b"lo", 0)
+    flags = struct.unpack("16sh", fcntl.ioctl(s, 0x8913, ifr))[1]
+    fcntl.ioctl(s, 0x8914, struct.pack("16sh", b"lo", flags | 1))
+    # one ephemeral port: a connect to it from here is a TCP self-connect
+    with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as fh:
+        fh.write("31000 31000")
+    from cypoe.cli import scan_engine, timing
+    from cypoe.cli.scan import Plan
+    from cypoe.cli.targets import TargetSet
+    res = []
+    scan_engine.scan(Plan(TargetSet(["127.0.0.1"]), [31000], seed=None),
+                     timing.Timing("t", 10, None, 2.0, 0), res.append, engine=sys.argv[1])
+    print(json.dumps(res))
+""")
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_self_connect_is_never_open(engine):
+    """In a network namespace of our own whose only ephemeral port is 31000,
+    scanning 127.0.0.1:31000 connects the socket to itself."""
+    import json
+    unshare = shutil.which("unshare")
+    probe = subprocess.run([unshare, "-n", "true"], capture_output=True) if unshare else None
+    if probe is None or probe.returncode != 0:
+        pytest.skip("needs unshare -n (a network namespace of our own)")
+    proc = subprocess.run([unshare, "-n", sys.executable, "-c", SELF_CONNECT, engine], env=ENV,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    [rec] = json.loads(proc.stdout)
+    assert (rec["state"], rec["status"], rec["error"]) == \
+        ("closed", "connection-refused", "self-connect"), rec
