@@ -341,20 +341,25 @@ cdef class ConnectScan(Handler):
         self.k.register(self, self.poller.kfd, EV_READ, True)
         self._pump()
 
-    def stop(self):
-        """Launch nothing more, drop the probes in flight (they are not
-        reported) and finish: what Ctrl-C does."""
+    def stop(self, bint at_once=False):
+        """Launch nothing more (queued retries are dropped).  The probes in
+        flight end as they would, a timeout then being final, and the scan
+        finishes with the last of them: what Ctrl-C does.  ``at_once``
+        closes them too, unreported, and finishes now."""
         cdef int fd
-        if self.finished or not self.started:
-            self.stopping = True
-            return
         self.stopping = True
-        for fd in range(self.nslots):
-            if self.slots[fd].busy:
-                self.slots[fd].busy = False
-                c_close(fd)
-                self.inflight -= 1
-        self._finish()
+        self.rq_len = 0
+        if self.finished or not self.started:
+            return
+        if at_once:
+            for fd in range(self.nslots):
+                if self.slots[fd].busy:
+                    self.slots[fd].busy = False
+                    c_close(fd)
+                    self.inflight -= 1
+            self._finish()
+        else:
+            self._pump()
 
     @property
     def done(self):
@@ -432,7 +437,7 @@ cdef class ConnectScan(Handler):
         if now >= self.next_tick:
             self.next_tick = now + TICK
             self._flush_counts()
-        more = not self.stopping and (self.rq_len > 0 or self.order.remaining > 0)
+        more = not self.stopping and (self.rq_len > 0 or self.order.pos < self.order.m)
         if not more and self.inflight == 0:
             self._finish()
             return 0

@@ -245,24 +245,44 @@ def test_exception_in_a_callback_is_contained(listeners):
     assert len(caught) == 1 and isinstance(caught[0], RuntimeError)
 
 
-def test_stop_mid_scan_keeps_results_and_leaks_nothing(blackholes):
+def test_shutdown_lets_probes_in_flight_end(blackholes):
     k = Kernel()
     before = open_fds()
     ports = blackholes.ports + free_ports(30)
     plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=None)
     results = []
-    # 50 probes a second: at the stop, the blackholed ones are in flight
-    # (for 60 s) and the closed ones partly answered, partly not launched
-    scanner = scan_engine.ConnectScanner(plan, timing.Timing("t", 100, 50.0, 60.0, 0),
+    # 50 probes a second: at the shutdown the blackholed ones are in flight,
+    # the closed ones partly answered, partly not launched
+    scanner = scan_engine.ConnectScanner(plan, timing.Timing("t", 100, 50.0, 1.0, 2),
                                          results.append, kernel=k)
     k.delay(0.3, scanner.shutdown)
     info = scanner.run()
     assert info["interrupted"]
     assert scanner.core.finished and scanner.core.inflight == 0
-    reported = [r["port"] for r in results]
-    assert reported and set(reported) <= set(ports[len(blackholes.ports):])
-    assert len(reported) < 30
+    found = {r["port"]: (r["state"], r["status"]) for r in results}
+    assert len(found) == len(results) == scanner.core.launched < len(ports)
+    for p in blackholes.ports:   # ended by their timeout, not retried
+        assert found[p] == ("filtered", "connection-timeout")
+    assert scanner.core.n_retried == 0
     del scanner
+    assert open_fds() == before
+
+
+def test_stop_at_once_drops_probes_in_flight(blackholes):
+    k = Kernel()
+    before = open_fds()
+    ports = blackholes.ports + free_ports(30)
+    results = []
+    walk = _scan.ScanOrder(len(ports), 1, 0)
+    core = _scan.ConnectScan(k, walk, ports, lambda t: ("127.0.0.1", 4),
+                             lambda i, *rest: results.append(ports[i]),
+                             concurrency=100, rate=50.0, timeout=60.0)
+    k.delay(0, core.start)
+    k.delay(0.3, core.stop, True)
+    k.run()     # returns long before the 60 s timeouts
+    assert core.finished and core.inflight == 0
+    assert results and set(results) <= set(ports[len(blackholes.ports):])
+    del core
     assert open_fds() == before
 
 

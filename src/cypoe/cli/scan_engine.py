@@ -399,8 +399,8 @@ class ConnectScanner:
         return {"interrupted": self.interrupted, "concurrency": self.concurrency}
 
     def shutdown(self):
-        """SIGINT/SIGTERM: stop at once and keep what was found (probes in
-        flight have no answer yet and are not reported)."""
+        """SIGINT/SIGTERM: stop launching; the probes in flight end (a second
+        signal stops the kernel at once)."""
         if not self.core.finished:
             self.interrupted = True
             self.core.stop()
