@@ -401,10 +401,10 @@ cdef class ConnectScan(Handler):
 
     cdef int _pump(self) except -1:
         cdef double now, allowed_f, cap, wake = 0.0
-        cdef int budget, n
+        cdef int budget = 0, n
         cdef uint64_t index
         cdef uint32_t tries
-        cdef bint more
+        cdef bint more, by_rate = False
         if self.finished:
             return 0
         now = self.k.now()
@@ -420,8 +420,10 @@ cdef class ConnectScan(Handler):
                     allowed_f = cap
                 if allowed_f < budget:
                     budget = <int>allowed_f
+                    by_rate = True
             if budget > LAUNCH_BATCH:
                 budget = LAUNCH_BATCH
+                by_rate = False
             while n < budget and now >= self.paused_until:
                 if self.rq_len:
                     index = self.rq[self.rq_head].index
@@ -441,8 +443,11 @@ cdef class ConnectScan(Handler):
         if not more and self.inflight == 0:
             self._finish()
             return 0
-        # When to look again, besides poller events.
-        if more and n >= LAUNCH_BATCH and self.inflight < self.concurrency:
+        # When to look again, besides poller events.  Launches cut short by
+        # the batch or the concurrency (probes answered at once free their
+        # place at once) go on at the next turn of the loop.
+        if (more and n >= budget and not by_rate and now >= self.paused_until
+                and self.inflight < self.concurrency):
             if not self.pump_queued:
                 self.pump_queued = True
                 self.k.call_soon(self._pump_cb, ())

@@ -134,6 +134,16 @@ def test_both_engines_give_the_same_answers(listeners):
     assert answers["compiled"] == answers["tcpmulti"]
 
 
+@pytest.mark.parametrize("engine", ENGINES)
+def test_more_closed_ports_than_the_concurrency(engine):
+    """Refusals answered inside connect() free their place at once: the
+    scan must go on without any poller event to wake it."""
+    ports = free_ports(150)
+    results, _ = run_scan(ports, engine, concurrency=10)
+    assert sorted(r["port"] for r in results) == sorted(ports)
+    assert {r["state"] for r in results} == {"closed"}
+
+
 def test_many_targets_few_ports(listeners):
     targets = ["127.0.0.1-40"]
     ports = listeners[:1] + free_ports(2)
