@@ -144,6 +144,57 @@ def test_more_closed_ports_than_the_concurrency(engine):
     assert {r["state"] for r in results} == {"closed"}
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="socket reuse is Linux's")
+def test_refused_sockets_are_reused(listeners):
+    """A closed port answered inside connect() leaves its socket for the
+    next probe; the results are those of a socket per probe."""
+    closed = free_ports(300)
+    ports = listeners + closed
+    plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=11)
+    results = []
+    k = Kernel()
+    before = open_fds()
+    scanner = scan_engine.ConnectScanner(plan, timing.Timing("t", 100, None, 2.0, 0),
+                                         results.append, kernel=k)
+    scanner.run()
+    found = by_port(results)
+    assert {p for (_, p), r in found.items() if r["state"] == "open"} == set(listeners)
+    assert all(found[("127.0.0.1", p)]["status"] == "connection-refused" for p in closed)
+    # every probe after a refusal took the refused socket
+    assert scanner.core.n_recycled >= len(closed) - len(listeners) - 1
+    del scanner
+    assert open_fds() == before
+
+
+def test_mixed_families_do_not_share_sockets(listeners):
+    """An IPv4 socket kept for reuse is never connected to an IPv6 address."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6")
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no ::1 here")
+    six = socket.socket(socket.AF_INET6)
+    six.bind(("::1", 0))
+    six.listen(8)
+    try:
+        port6 = six.getsockname()[1]
+        closed = free_ports(40)
+        ports = sorted(set(closed + listeners + [port6]))
+        results, _ = run_scan(ports, "compiled", targets=("127.0.0.1", "::1"), seed=4)
+        found = by_port(results)
+        assert len(found) == 2 * len(ports)
+        open4 = {p for (ip, p), r in found.items() if ip == "127.0.0.1" and r["state"] == "open"}
+        open6 = {p for (ip, p), r in found.items() if ip == "::1" and r["state"] == "open"}
+        assert open4 == set(listeners)
+        assert open6 == {port6}
+        assert all(r.get("error") is None for r in found.values() if r["state"] == "closed")
+    finally:
+        six.close()
+
+
 def test_many_targets_few_ports(listeners):
     targets = ["127.0.0.1-40"]
     ports = listeners[:1] + free_ports(2)
