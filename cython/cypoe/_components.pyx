@@ -815,6 +815,41 @@ cdef class _MultiCore(_Core):
             self.start(c, family, address, bind)
         return c
 
+    def adopt(self, int fd, str address, int port, input_timeout, heap):
+        """Take over ``fd``, a non-blocking TCP socket connected (or
+        connecting) to ``address``:``port``: the connection goes on as if
+        connect() had opened it (TLS first when configured, then
+        on_success).  ``fd`` belongs to the connection from here on."""
+        cdef Conn c = Conn.__new__(Conn)
+        cdef double it = self.input_timeout if input_timeout is None else input_timeout
+        c.core = self
+        c.addr = address
+        c._port = port
+        c._connect_ms = _to_ms(self.connect_timeout)
+        c._input_ms = _to_ms(it)
+        c._heap = heap
+        c.kernel = self.kernel
+        c.state = S_CONNECTING
+        self.conns[c.id] = c
+        self.arm(c, self.connect_timeout)
+        if self.on_initialize is not None:
+            try:
+                self.on_initialize(c)
+            except BaseException:
+                self.conns.pop(c.id, None)
+                os.close(fd)
+                raise
+        if c.state & S_ENDED:
+            os.close(fd)
+            return c
+        try:
+            self.attach(c, fd, self.in_filter, self.out_filter, True)
+        except BaseException:
+            self.conns.pop(c.id, None)
+            os.close(fd)
+            raise
+        return c
+
     def start(self, Conn c, int family, str numeric, bind):
         """Open the socket and start connecting to a numeric address."""
         cdef int err = 0

@@ -227,6 +227,12 @@ cdef class ConnectScan(Handler):
     filtered ports are counted and handed to ``on_other(state, n)`` in
     batches.  ``on_done()`` is called once, when the last probe has ended or
     after ``stop()``.
+
+    With ``on_open``, an open port's connected socket is handed over instead
+    of closed: ``on_open(index, fd, rtt)`` owns ``fd`` from then on (to read
+    a banner from it) and the port holds one place of the concurrency until
+    ``release()`` is called for it.  ``on_result`` then sees closed and
+    filtered ports only.
     """
     cdef Kernel k
     cdef cp_poller poller
@@ -236,7 +242,7 @@ cdef class ConnectScan(Handler):
     cdef uint64_t nports
     cdef uint16_t* ports
     cdef object address_of
-    cdef object on_result, on_other, on_done
+    cdef object on_result, on_other, on_done, on_open
     cdef bint report_others
     # the current target's address (port filled in per probe)
     cdef bint have_target
@@ -259,6 +265,7 @@ cdef class ConnectScan(Handler):
     # state
     cdef readonly uint64_t launched, n_open, n_closed, n_filtered, n_retried
     cdef readonly int inflight
+    cdef readonly int held          # handed-over sockets not released yet
     cdef uint64_t unreported_closed, unreported_filtered
     cdef double t_start, paused_until, next_tick
     cdef Timer timer
@@ -283,7 +290,8 @@ cdef class ConnectScan(Handler):
 
     def __init__(self, Kernel kernel not None, ScanOrder order not None, ports, address_of,
                  on_result, *, int concurrency=1000, double rate=0.0, double timeout=2.0,
-                 int retries=0, bint report_others=False, on_other=None, on_done=None):
+                 int retries=0, bint report_others=False, on_other=None, on_done=None,
+                 on_open=None):
         cdef int kind
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -315,6 +323,7 @@ cdef class ConnectScan(Handler):
         self.on_result = on_result
         self.on_other = on_other
         self.on_done = on_done
+        self.on_open = on_open
         self.report_others = report_others
         self.concurrency = concurrency
         self.rate = rate if rate > 0 else 0.0
@@ -373,6 +382,16 @@ cdef class ConnectScan(Handler):
         else:
             self._pump()
 
+    def release(self):
+        """An ``on_open`` socket's work is over: its place in the
+        concurrency goes back to new probes."""
+        if self.held <= 0:
+            raise CypoeError("release() without a socket handed over")
+        self.held -= 1
+        if self.started and not self.finished and not self.pump_queued:
+            self.pump_queued = True
+            self.k.call_soon(self._pump_cb, ())
+
     @property
     def done(self):
         return self.n_open + self.n_closed + self.n_filtered
@@ -423,7 +442,7 @@ cdef class ConnectScan(Handler):
         self._expire(now)
         n = 0
         if not self.stopping and now >= self.paused_until:
-            budget = self.concurrency - self.inflight
+            budget = self.concurrency - self.inflight - self.held
             if self.rate > 0:
                 allowed_f = (now - self.t_start) * self.rate + 1.0 - <double>self.launched
                 # no burst after a stall: at most one second's worth at once
@@ -459,14 +478,14 @@ cdef class ConnectScan(Handler):
         # the batch or the concurrency (probes answered at once free their
         # place at once) go on at the next turn of the loop.
         if (more and n >= budget and not by_rate and now >= self.paused_until
-                and self.inflight < self.concurrency):
+                and self.inflight + self.held < self.concurrency):
             if not self.pump_queued:
                 self.pump_queued = True
                 self.k.call_soon(self._pump_cb, ())
             return 0
         if self.ring_len:
             wake = self.ring[self.ring_head].when
-        if more and self.inflight < self.concurrency:
+        if more and self.inflight + self.held < self.concurrency:
             if now < self.paused_until:
                 wake = self.paused_until if wake == 0.0 or self.paused_until < wake else wake
             elif self.rate > 0:
@@ -613,12 +632,27 @@ cdef class ConnectScan(Handler):
             getsockname(fd, <sockaddr*>&local, &llen) == 0
             and getpeername(fd, <sockaddr*>&peer, &plen) == 0
             and llen == plen and memcmp(&local, &peer, llen) == 0)
-        c_close(fd)
         if self_connect:
             # a TCP self-connect (simultaneous open with our own ephemeral
             # port): nothing listens there
+            c_close(fd)
             return self._report(index, CLOSED, CONNECTION_REFUSED, -1.0, "self-connect")
-        return self._report(index, OPEN, SUCCESS, now - t0, None)
+        if self.on_open is None:
+            c_close(fd)
+            return self._report(index, OPEN, SUCCESS, now - t0, None)
+        self.n_open += 1
+        self.held += 1
+        try:
+            self.on_open(index, fd, now - t0)
+        except Exception as exc:
+            # The receiver did not take the socket: the port is still
+            # reported open, the way it is without on_open.
+            self.held -= 1
+            self.n_open -= 1
+            c_close(fd)
+            self.k.report_exception("Exception in a scan's open-port callback", exc, self)
+            return self._report(index, OPEN, SUCCESS, now - t0, f"not handed over: {exc!r}")
+        return 0
 
     cdef inline void _drop_spare(self) noexcept:
         if self.spare >= 0:

@@ -151,6 +151,21 @@ class TCPMulti:
             self.session.retain()
         return c
 
+    def _adopt(self, fd, address, port, *, input_timeout=None, heap=None):
+        """Take over ``fd``, a non-blocking TCP socket already connected (or
+        connecting) to ``address``:``port``, as a connection of this
+        TCPMulti: what the scanner does with the open ports its compiled
+        engine found.  The Conn goes on as one from connect() would (TLS
+        first when configured, then on_success); it owns ``fd``."""
+        if self._ended:
+            raise CypoeError("adopt: this TCPMulti has ended")
+        it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
+        c = self._core.adopt(fd, address, port, it, heap)
+        if self._core.conns and not self._held:
+            self._held = True
+            self.session.retain()
+        return c
+
     def _resolve(self, c, host, port, bind):
         attempt_id = c.id
 

@@ -2,6 +2,7 @@
 order as cypoe.cli.order, the same results as the TCPMulti engine, timeouts
 retried, EMFILE waited out without using a try, self-connects never open,
 the rate bound kept, Ctrl-C, and no fd left behind."""
+import gc
 import os
 import resource
 import shutil
@@ -9,6 +10,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -25,6 +27,7 @@ ENGINES = ["compiled", "tcpmulti"]
 
 
 def open_fds():
+    gc.collect()   # sockets of earlier tests that wait in reference cycles
     return len(os.listdir("/proc/self/fd"))
 
 
@@ -169,13 +172,13 @@ def test_refused_sockets_are_reused(listeners):
 def test_mixed_families_do_not_share_sockets(listeners):
     """An IPv4 socket kept for reuse is never connected to an IPv6 address."""
     if not socket.has_ipv6:
-        pytest.skip("no IPv6")
+        pytest.fail("IPv6 is needed for this test")
     try:
         probe = socket.socket(socket.AF_INET6)
         probe.bind(("::1", 0))
         probe.close()
-    except OSError:
-        pytest.skip("no ::1 here")
+    except OSError as exc:
+        pytest.fail(f"no ::1 here: {exc}")
     six = socket.socket(socket.AF_INET6)
     six.bind(("::1", 0))
     six.listen(8)
@@ -362,13 +365,232 @@ def test_no_fd_left_behind(listeners):
     assert open_fds() == before
 
 
-def test_compiled_engine_refuses_banners():
+def test_unknown_engine_is_refused():
     plan = Plan(TargetSet(["127.0.0.1"]), [1], seed=None)
-    with pytest.raises(ValueError, match="connect scans only"):
-        scan_engine.scan(plan, timing.resolve(4), lambda r: None, engine="compiled",
-                         banners=True)
     with pytest.raises(ValueError, match="engine must be"):
         scan_engine.scan(plan, timing.resolve(4), lambda r: None, engine="fast")
+
+
+# -- banners: the compiled scan hands open sockets to TCPMulti -------------------------
+
+class BannerServers:
+    """Listeners on 127.0.0.1, served by one thread: ``greet`` says a line
+    and closes, ``big`` sends 50,000 bytes and closes, ``echo`` upper-cases
+    what it gets, ``silent`` accepts and says nothing.  Counts the
+    connections open at once (``peak``) across all of them."""
+
+    def __init__(self, silent=1):
+        import selectors
+        self.sel = selectors.DefaultSelector()
+        self.kind = {}
+        self.ports = {}
+        for kind, n in (("greet", 1), ("big", 1), ("echo", 1), ("silent", silent)):
+            for _ in range(n):
+                lsn = socket.socket()
+                lsn.bind(("127.0.0.1", 0))
+                lsn.listen(64)
+                lsn.setblocking(False)
+                self.sel.register(lsn, selectors.EVENT_READ, ("listen", kind))
+                self.ports.setdefault(kind, []).append(lsn.getsockname()[1])
+        self.open_now = 0
+        self.peak = 0
+        self.accepted = 0
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import selectors
+        while not self.stop:
+            for key, _ in self.sel.select(0.05):
+                role, kind = key.data
+                if role == "listen":
+                    try:
+                        c, _ = key.fileobj.accept()
+                    except OSError:
+                        continue
+                    self.accepted += 1
+                    self.open_now += 1
+                    self.peak = max(self.peak, self.open_now)
+                    if kind == "greet":
+                        c.sendall(b"SSH-2.0-cypoe-test\r\n")
+                    elif kind == "big":
+                        c.setblocking(True)
+                        c.sendall(b"z" * 50000)
+                    if kind in ("greet", "big"):
+                        c.close()
+                        self.open_now -= 1
+                        continue
+                    c.setblocking(False)
+                    self.sel.register(c, selectors.EVENT_READ, ("conn", kind))
+                else:
+                    try:
+                        data = key.fileobj.recv(4096)
+                    except OSError:
+                        data = b""
+                    if data and kind == "echo":
+                        key.fileobj.sendall(data.upper())
+                    elif not data:
+                        self.sel.unregister(key.fileobj)
+                        key.fileobj.close()
+                        self.open_now -= 1
+
+    def wait_idle(self, timeout=10.0):
+        """Until the server side has closed every connection (its sockets
+        are this process's descriptors too)."""
+        deadline = time.monotonic() + timeout
+        while self.open_now and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return self.open_now == 0
+
+    def close(self):
+        self.stop = True
+        self.thread.join(5)
+        for key in list(self.sel.get_map().values()):
+            key.fileobj.close()
+
+
+@pytest.fixture
+def banner_servers():
+    b = BannerServers(silent=8)
+    yield b
+    b.close()
+
+
+def banner_scan(ports, engine, *, concurrency=100, read_timeout=0.5, probes=None, kernel=None,
+                on_other=None, max_read=1000):
+    plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=2, probes=probes or {})
+    results = []
+    info = scan_engine.scan(plan, timing.Timing("t", concurrency, None, 2.0, 0), results.append,
+                            engine=engine, banners=True, max_read=max_read,
+                            read_timeout=read_timeout, on_other=on_other, kernel=kernel)
+    return results, info
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_banners_on_the_scan_connection(banner_servers, engine):
+    srv = banner_servers
+    closed = free_ports(40)
+    greet, big, echo = srv.ports["greet"][0], srv.ports["big"][0], srv.ports["echo"][0]
+    silent = srv.ports["silent"][:1]
+    ports = closed + [greet, big, echo] + silent
+    results, info = banner_scan(ports, engine, probes={echo: b"hello\n"})
+    found = {p: r for (_, p), r in by_port(results).items()}
+    assert set(found) == set(ports) and not info["interrupted"]
+    assert found[greet]["state"] == "open" and found[greet]["status"] == "success"
+    assert found[greet]["banner"] == "SSH-2.0-cypoe-test\r\n"
+    assert found[big]["banner"] == "z" * 1000 and found[big]["banner_truncated"] is True
+    assert found[echo]["banner"] == "HELLO\n"
+    assert (found[silent[0]]["state"], found[silent[0]]["status"]) == ("open", "io-timeout")
+    for p in closed:
+        assert (found[p]["state"], found[p]["status"]) == ("closed", "connection-refused")
+    # one connection per open port: the banner is read on the scan's own
+    assert srv.accepted == 4
+
+
+def test_banner_engines_agree(banner_servers):
+    srv = banner_servers
+    ports = free_ports(30) + srv.ports["greet"] + srv.ports["echo"] + srv.ports["silent"][:2]
+    answers = {}
+    for engine in ENGINES:
+        results, _ = banner_scan(ports, engine, read_timeout=0.3)
+        answers[engine] = {r["port"]: (r["state"], r["status"], r.get("banner"))
+                           for r in results}
+    assert answers["compiled"] == answers["tcpmulti"]
+    assert len(answers["compiled"]) == len(ports)
+
+
+def test_banner_reads_hold_places_in_the_concurrency(banner_servers):
+    """An open port keeps its place until its banner is read: with a quick
+    banner first, then 8 silent ports, and a concurrency of 3, the servers
+    never see more than 3 connections at once, and every place comes back
+    at the end."""
+    srv = banner_servers
+    k = Kernel()
+    before = open_fds()
+    ports = srv.ports["greet"] + srv.ports["silent"]
+    plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=None)
+    results = []
+    scanner = scan_engine.BannerScanner(plan, timing.Timing("t", 3, None, 2.0, 0),
+                                        results.append, banners=True, read_timeout=0.2,
+                                        kernel=k)
+    scanner.run()
+    assert len(results) == len(ports)
+    assert sum(r["state"] == "open" for r in results) == 9
+    assert 2 <= srv.peak <= 3
+    assert scanner.core.held == 0 and scanner.core.inflight == 0 and scanner.inflight == 0
+    del scanner
+    assert srv.wait_idle() and open_fds() == before
+
+
+def test_banner_scan_counts_closed_ports(banner_servers):
+    srv = banner_servers
+    closed = free_ports(25)
+    counted = {}
+
+    def on_other(state, n):
+        counted[state] = counted.get(state, 0) + n
+
+    results, _ = banner_scan(closed + srv.ports["greet"], "compiled", on_other=on_other)
+    assert [r["port"] for r in results] == srv.ports["greet"]
+    assert results[0]["banner"] == "SSH-2.0-cypoe-test\r\n"
+    assert counted == {"closed": 25}
+
+
+def test_banner_scan_shutdown_ends_reads_in_flight(banner_servers):
+    """Ctrl-C: no new probes; banner reads in flight end at once with what
+    they have; every port launched has its one record."""
+    srv = banner_servers
+    k = Kernel()
+    before = open_fds()
+    ports = srv.ports["silent"] + free_ports(200)
+    plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=None)
+    results = []
+    scanner = scan_engine.BannerScanner(plan, timing.Timing("t", 100, 100.0, 2.0, 0),
+                                        results.append, banners=True, read_timeout=30.0,
+                                        kernel=k)
+    k.delay(0.3, scanner.shutdown)
+    t0 = time.monotonic()
+    info = scanner.run()
+    assert time.monotonic() - t0 < 10      # not the 30 s read timeout
+    assert info["interrupted"]
+    found = {r["port"]: r for r in results}
+    assert len(found) == len(results) == scanner.core.launched < len(ports)
+    for p in srv.ports["silent"]:           # launched first (sequential order)
+        assert found[p]["state"] == "open"
+    assert scanner.core.held == 0
+    del scanner
+    assert srv.wait_idle() and open_fds() == before
+
+
+def test_open_socket_not_taken_is_still_reported(listeners):
+    """If the receiver of an open socket fails, the socket is closed and the
+    port reported open as it would be without a receiver."""
+    k = Kernel()
+    caught = []
+    k.set_exception_handler(lambda kernel, ctx: caught.append(ctx["exception"]))
+    before = open_fds()
+    ports = listeners + free_ports(5)
+    results = []
+
+    def on_open(index, fd, rtt):
+        raise RuntimeError("no room")
+
+    walk = _scan.ScanOrder(len(ports), 1, 0)
+    core = _scan.ConnectScan(k, walk, ports, lambda t: ("127.0.0.1", 4),
+                             lambda i, state, status, rtt, err: results.append(
+                                 (ports[i], state, err)),
+                             concurrency=10, timeout=2.0, on_open=on_open)
+    k.delay(0, core.start)
+    k.run()
+    opened = {p: err for p, state, err in results if state == _scan.OPEN}
+    assert set(opened) == set(listeners)
+    assert all("no room" in err for err in opened.values())
+    assert len(caught) == len(listeners) and core.held == 0
+    with pytest.raises(Exception, match="release"):
+        core.release()
+    del core
+    assert open_fds() == before
 
 
 SELF_CONNECT = textwrap.dedent("""

@@ -1,9 +1,13 @@
-"""The network part of ``cypoe scan``: two engines with the same results.
+"""The network part of ``cypoe scan``: engines with the same results.
 
 :class:`ConnectScanner` is a plain connect scan (no banners, no TLS) run by
 the compiled :class:`cypoe._scan.ConnectScan`: Python sees only the ports
 it reports.  :class:`Scanner` does everything, banners and TLS included,
-over TCPMulti.  :func:`scan` picks the first when it can.
+over TCPMulti.  :class:`BannerScanner` joins the two: the compiled scan
+finds the open ports and hands each one's connected socket to TCPMulti,
+which reads the banner (and makes the TLS handshake) on that same
+connection, so the closed and silent ports, nearly all of a scan, never
+cost a Python object.  :func:`scan` picks the compiled engines when it can.
 
 One TCPMulti session holds every connection in flight.  A :class:`Scanner`
 feeds it from the plan's lazy order, up to ``concurrency`` at once and
@@ -14,6 +18,7 @@ connect timeouts, reads bounded banners, and hands each final result to
 returns what was found.
 """
 import errno
+import os
 import ssl as _ssl
 import time
 from collections import deque
@@ -364,11 +369,8 @@ class ConnectScanner:
         limit = common.raise_nofile(timing.concurrency + 256)
         self.concurrency = max(1, min(timing.concurrency, limit - 64))
         self.interrupted = False
-        feistel = order.Permutation(plan.total, plan.seed).feistel
-        keys, half = feistel if feistel is not None else (None, 0)
-        walk = _scan.ScanOrder(plan.total, plan.shards, plan.shard, keys, half)
         self.core = _scan.ConnectScan(
-            self.kernel, walk, plan.ports, self._address_of, self._on_result,
+            self.kernel, _walk(plan), plan.ports, self._address_of, self._on_result,
             concurrency=self.concurrency, rate=timing.rate or 0.0, timeout=timing.timeout,
             retries=timing.retries, report_others=on_other is None,
             on_other=self._on_other if on_other is not None else None,
@@ -406,6 +408,128 @@ class ConnectScanner:
             self.core.stop()
 
 
+def _walk(plan):
+    from cypoe import _scan
+    feistel = order.Permutation(plan.total, plan.seed).feistel
+    keys, half = feistel if feistel is not None else (None, 0)
+    return _scan.ScanOrder(plan.total, plan.shards, plan.shard, keys, half)
+
+
+class BannerScanner(Scanner):
+    """Banners and TLS behind the compiled connect scan.
+
+    The compiled :class:`cypoe._scan.ConnectScan` probes every port and
+    hands each open port's connected socket to this object's TCPMulti
+    (``TCPMulti._adopt``), which reads the banner as :class:`Scanner` does.
+    An open port holds its place in the concurrency until its banner is
+    read.  Once a port has been seen open it stays open in the results:
+    what goes wrong afterwards is a status (``connection-closed``,
+    ``io-timeout``, ``protocol-error``) and an error of an open port.
+    ``on_other(state, n)``, when given, receives the closed and filtered
+    ports in counts."""
+
+    def __init__(self, plan, timing, on_result, *, kernel=None, on_other=None, **kw):
+        from cypoe import _scan
+        super().__init__(plan, timing, on_result, kernel=kernel, **kw)
+        self.count_other = on_other
+        self._retained = False
+        self.core = _scan.ConnectScan(
+            self.kernel, _walk(plan), plan.ports, self._address_of, self._on_scanned,
+            concurrency=self.concurrency, rate=timing.rate or 0.0, timeout=timing.timeout,
+            retries=timing.retries, report_others=on_other is None,
+            on_other=self._on_counted if on_other is not None else None,
+            on_done=lambda: self._schedule(0), on_open=self._on_open)
+
+    def run(self):
+        self.kernel.register_component(self)
+        # The TCPMulti's session stays up between banner connections.
+        self.multi.session.retain()
+        self._retained = True
+        self.kernel.delay(0, self.core.start)
+        self.kernel.run()
+        return {"interrupted": self.interrupted, "concurrency": self.concurrency}
+
+    def shutdown(self):
+        """SIGINT/SIGTERM: no new probes; probes in flight end, banner reads
+        in flight end now with what they have."""
+        if self.finished or self.stopping:
+            return
+        self.interrupted = True
+        self.stopping = True
+        self.core.stop()
+        for conn in list(self.multi):
+            conn.shutdown()
+        self._schedule(0)
+
+    def _finish(self):
+        if self.finished:
+            return
+        super()._finish()
+        if self._retained:
+            self._retained = False
+            self.multi.session.release()
+
+    def _schedule(self, delay):
+        if self.pump_timer is None and not self.finished:
+            self.pump_timer = self.kernel.delay(delay, self._pump)
+
+    def _pump(self):
+        # Nothing to launch here (the compiled scan launches): only the end.
+        self.pump_timer = None
+        if self.core.finished and self.inflight == 0:
+            self._finish()
+
+    def _address_of(self, t):
+        targets = self.plan.targets
+        return targets[t], targets.version_at(t)
+
+    def _probe_at(self, index):
+        t, pi = divmod(index, self.plan.nports)
+        return _Probe(self.plan.targets[t], self.plan.ports[pi], self.plan.targets.version_at(t))
+
+    def _on_scanned(self, index, state, status, rtt, error):
+        p = self._probe_at(index)
+        self.on_result(make_result(p.ip, p.port, STATE_NAMES[state], STATUS_NAMES[status],
+                                   rtt=rtt, error=error))
+
+    def _on_counted(self, state, n):
+        self.count_other(STATE_NAMES[state], n)
+
+    def _on_open(self, index, fd, rtt):
+        p = self._probe_at(index)
+        p.t0 = time.monotonic() - rtt
+        p.rtt = rtt
+        if self.stopping or self.finished:
+            os.close(fd)
+            self.core.release()
+            self._result(p, "open", "success", error="interrupted before the banner was read")
+            return
+        self.multi._adopt(fd, p.ip, p.port, heap={"p": p})
+        self.inflight += 1
+        self.launched += 1
+
+    def _release(self, conn):
+        p = conn.heap.get("p")
+        first = p is not None and not p.released
+        super()._release(conn)
+        if first:
+            self.core.release()
+            if self.stopping:
+                self._schedule(0)
+        return p
+
+    def _connect_timed_out(self, p):
+        # The socket came connected: only a TLS handshake can be this late.
+        self._result(p, "open", "io-timeout")
+
+    def _result(self, p, state, status, error=None):
+        if state != "open":
+            # seen open by the scan; the connection failed afterwards
+            error = error or status
+            state, status = "open", "connection-closed"
+        super()._result(p, state, status, error)
+
+
 def compiled_available():
     try:
         from cypoe import _scan  # noqa: F401
@@ -421,19 +545,20 @@ def scan(plan, timing, on_result, *, engine="auto", banners=False, tls=False, on
          kernel=None, **kw):
     """Run a scan to the end (or to Ctrl-C); returns an info dict.
 
-    ``engine``: "compiled" (:class:`ConnectScanner`, connect scans only),
-    "tcpmulti" (:class:`Scanner`) or "auto": the compiled one whenever
-    there are no banners to read and it is built."""
+    ``engine``: "compiled" (:class:`ConnectScanner`, or with banners or TLS
+    :class:`BannerScanner`), "tcpmulti" (:class:`Scanner`) or "auto": the
+    compiled one whenever it is built."""
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {engine!r}")
     if engine == "auto":
-        engine = "compiled" if not (banners or tls) and compiled_available() else "tcpmulti"
+        engine = "compiled" if compiled_available() else "tcpmulti"
     if engine == "compiled":
-        if banners or tls:
-            raise ValueError("the compiled engine does connect scans only (no banners, no TLS)")
         if on_other is not None:
             counted = on_other
             on_other = lambda state, n: counted(state, n)  # noqa: E731
+        if banners or tls:
+            return BannerScanner(plan, timing, on_result, banners=True, tls=tls,
+                                 on_other=on_other, kernel=kernel, **kw).run()
         return ConnectScanner(plan, timing, on_result, kernel=kernel, on_other=on_other).run()
     if on_other is not None:
         counted = on_other
