@@ -10,6 +10,11 @@ nmap's); the ratios are printed at the end of the run (bench/conftest.py).
 
     python -m pytest bench/test_bench_scan.py --benchmark-only
 
+The banner group does the same with ``--banners`` (read what each open port
+says until it closes): cypoe's compiled scan handing open sockets to
+TCPMulti, its TCPMulti-only engine, and asyncio/uvloop scanners that read
+after connecting.
+
 nmap is installed in the set-up (``apt-get install -y nmap``) when it is
 missing and the machine allows it; otherwise its row is skipped.
 """
@@ -26,6 +31,8 @@ import threading
 import pytest
 
 GROUP = "scan 65535 ports of 127.0.0.1 (connect)"
+BANNER_GROUP = "scan 65535 ports of 127.0.0.1 with banners"
+MAX_READ = 96 * 1024
 QUICK = os.environ.get("CYPOE_BENCH_QUICK") == "1"
 ROUNDS = 1 if QUICK else 3
 CONCURRENCY = 5000   # -T4's in cypoe.cli.timing
@@ -122,7 +129,7 @@ def nmap():
 
 # -- the scanners --------------------------------------------------------------
 
-def scan_cypoe(engine="auto"):
+def scan_cypoe(engine="auto", banners=False):
     from cypoe.cli import order, scan, targets, timing
     plan = scan.Plan(targets.TargetSet(["127.0.0.1"]), range(1, 65536),
                      seed=order.random_seed())
@@ -138,7 +145,8 @@ def scan_cypoe(engine="auto"):
         states[state] = states.get(state, 0) + n
 
     from cypoe.cli import scan_engine
-    scan_engine.scan(plan, timing.resolve(4), on_result, on_other=on_other, engine=engine)
+    scan_engine.scan(plan, timing.resolve(4), on_result, on_other=on_other, engine=engine,
+                     banners=banners, max_read=MAX_READ, read_timeout=TIMEOUT)
     assert sum(states.values()) == 65535, states
     return found
 
@@ -149,14 +157,30 @@ def scan_nmap(path):
     return {int(m.group(1)) for m in re.finditer(r"(\d+)/open/tcp", out.stdout)}
 
 
-def scan_asyncio(loop_factory=asyncio.new_event_loop):
+def scan_asyncio(loop_factory=asyncio.new_event_loop, banners=False):
+    async def read_banner(s):
+        got = 0
+        while got < MAX_READ:
+            chunk = await asyncio.wait_for(loop.sock_recv(s, MAX_READ - got), TIMEOUT)
+            if not chunk:
+                break
+            got += len(chunk)
+        return got
+
     async def probe(port):
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         s.setblocking(False)
         try:
             await asyncio.wait_for(loop.sock_connect(s, ("127.0.0.1", port)), TIMEOUT)
             local = s.getsockname()
-            return local != ("127.0.0.1", port)   # a self-connect is not an open port
+            if local == ("127.0.0.1", port):    # a self-connect is not an open port
+                return False
+            if banners:
+                try:
+                    await read_banner(s)
+                except (OSError, asyncio.TimeoutError):
+                    pass
+            return True
         except (OSError, asyncio.TimeoutError):
             return False
         finally:
@@ -222,3 +246,35 @@ def test_scan_uvloop(benchmark, impl, open_ports):
                                iterations=1)
     check_found(found, open_ports, before)
     benchmark.extra_info["open"] = len(found)
+
+
+def test_banner_scan_cypoe(benchmark, impl, open_ports):
+    impl("cypoe", group=BANNER_GROUP)
+    before = listening_ports()
+    found = benchmark.pedantic(scan_cypoe, kwargs={"banners": True}, rounds=ROUNDS,
+                               iterations=1)
+    check_found(found, open_ports, before)
+
+
+def test_banner_scan_cypoe_tcpmulti(benchmark, impl, open_ports):
+    impl("cypoe TCPMulti engine", group=BANNER_GROUP)
+    before = listening_ports()
+    found = benchmark.pedantic(scan_cypoe, args=("tcpmulti", True), rounds=ROUNDS, iterations=1)
+    check_found(found, open_ports, before)
+
+
+def test_banner_scan_asyncio(benchmark, impl, open_ports):
+    impl("asyncio", group=BANNER_GROUP)
+    before = listening_ports()
+    found = benchmark.pedantic(scan_asyncio, kwargs={"banners": True}, rounds=ROUNDS,
+                               iterations=1)
+    check_found(found, open_ports, before)
+
+
+def test_banner_scan_uvloop(benchmark, impl, open_ports):
+    uvloop = pytest.importorskip("uvloop")
+    impl("uvloop", group=BANNER_GROUP)
+    before = listening_ports()
+    found = benchmark.pedantic(scan_asyncio, args=(uvloop.new_event_loop, True), rounds=ROUNDS,
+                               iterations=1)
+    check_found(found, open_ports, before)
