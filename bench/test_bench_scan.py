@@ -2,9 +2,10 @@
 
 cypoe's scanner (``cypoe scan 127.0.0.1 -p- -T4``, run in-process through
 :mod:`cypoe.cli.scan_engine`: the compiled connect scan, and the TCPMulti
-engine that ``--banners`` uses) against ``nmap -sT -T4 -p-`` and an asyncio
+engine that ``engine="tcpmulti"`` selects) against ``nmap -sT -T4 -p-`` and an asyncio
 scanner doing the same (``loop.sock_connect`` on non-blocking sockets, the
-same concurrency).  The benchmark opens a few listening ports first and
+same concurrency); ``cypoe --workers 2`` is the same scan split over two
+processes.  The benchmark opens a few listening ports first and
 checks that every scanner finds exactly those open (with the same set as
 nmap's); the ratios are printed at the end of the run (bench/conftest.py).
 
@@ -129,7 +130,7 @@ def nmap():
 
 # -- the scanners --------------------------------------------------------------
 
-def scan_cypoe(engine="auto", banners=False):
+def scan_cypoe(engine="auto", banners=False, workers=1):
     from cypoe.cli import order, scan, targets, timing
     plan = scan.Plan(targets.TargetSet(["127.0.0.1"]), range(1, 65536),
                      seed=order.random_seed())
@@ -145,8 +146,11 @@ def scan_cypoe(engine="auto", banners=False):
         states[state] = states.get(state, 0) + n
 
     from cypoe.cli import scan_engine
-    scan_engine.scan(plan, timing.resolve(4), on_result, on_other=on_other, engine=engine,
-                     banners=banners, max_read=MAX_READ, read_timeout=TIMEOUT)
+    kw = dict(on_other=on_other, banners=banners, max_read=MAX_READ, read_timeout=TIMEOUT)
+    if workers > 1:
+        scan_engine.scan_workers(plan, timing.resolve(4), workers, on_result, **kw)
+    else:
+        scan_engine.scan(plan, timing.resolve(4), on_result, engine=engine, **kw)
     assert sum(states.values()) == 65535, states
     return found
 
@@ -212,6 +216,13 @@ def test_scan_cypoe(benchmark, impl, open_ports):
     found = benchmark.pedantic(scan_cypoe, rounds=ROUNDS, iterations=1)
     check_found(found, open_ports, before)
     benchmark.extra_info["open"] = len(found)
+
+
+def test_scan_cypoe_workers(benchmark, impl, open_ports):
+    impl("cypoe --workers 2", group=GROUP)
+    before = listening_ports()
+    found = benchmark.pedantic(scan_cypoe, kwargs={"workers": 2}, rounds=ROUNDS, iterations=1)
+    check_found(found, open_ports, before)
 
 
 def test_scan_cypoe_tcpmulti(benchmark, impl, open_ports):

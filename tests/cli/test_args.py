@@ -42,6 +42,8 @@ def test_top_level_help_and_no_command(capsys):
     ["scan", "127.0.0.1", "--format", "xml"],
     ["scan", "127.0.0.1", "-4", "-6"],
     ["scan", "-iL", "/nonexistent/targets.txt"],
+    ["scan", "127.0.0.1", "--workers", "0"],
+    ["scan", "127.0.0.1", "--workers", "4", "--concurrency", "3"],
     ["load", "-c", "0"],
     ["load", "-d", "-1"],
     ["load", "localhost"],                       # no port

@@ -170,3 +170,75 @@ def test_ipv6_loopback(tmp_path):
     states = {r["port"]: (r["ip"], r["state"]) for r in output.parse_jsonl(text)}
     assert states[port] == ("::1", "open")
     assert states[closed][1] == "closed"
+
+
+# -- --workers ------------------------------------------------------------------
+
+def test_workers_find_exactly_the_open_ports(tmp_path, listeners):
+    closed = free_ports(40)
+    text, proc = _scan(tmp_path, "127.0.0.1", "-p", _ports_arg(listeners + closed), "--all",
+                       "--workers", "3", "--concurrency", "30")
+    recs = output.parse_jsonl(text)
+    assert sorted(r["port"] for r in recs) == sorted(listeners + closed)  # each once
+    assert sorted(r["port"] for r in recs if r["state"] == "open") == listeners
+    assert all(r["status"] == "connection-refused" for r in recs if r["state"] == "closed")
+
+
+def test_workers_count_what_they_do_not_write(listeners):
+    closed = free_ports(25)
+    proc = run_cli("scan", "127.0.0.1", "-p", _ports_arg(listeners + closed), "--workers", "2",
+                   timeout=120, check_rc=0)
+    recs = output.parse_jsonl(proc.stdout)
+    assert sorted(r["port"] for r in recs) == listeners
+    assert f"{len(listeners)} open, {len(closed)} closed, 0 filtered" in proc.stderr
+    assert "2 workers" in proc.stderr
+
+
+def test_workers_and_shards_partition_exactly(tmp_path, listeners):
+    lo = min(listeners)
+    seen = []
+    for i in range(2):
+        text, _ = _scan(tmp_path, "127.0.0.1", "-p", f"{lo}-{lo + 120}", "--all",
+                        "--shards", "2", "--shard", str(i), "--workers", "3", "--seed", "5",
+                        name=f"ws{i}")
+        seen.extend(r["port"] for r in output.parse_jsonl(text))
+    assert sorted(seen) == list(range(lo, lo + 121))
+
+
+def test_workers_with_banners(tmp_path):
+    with serving("daytime") as day, serving("upper") as up:
+        closed = free_ports(10)
+        text, _ = _scan(tmp_path, "127.0.0.1", "-p", _ports_arg([day.port, up.port] + closed),
+                        "--banners", "--probe", f"{up.port}:hey\\n", "--workers", "2",
+                        "--read-timeout", "2s")
+    recs = {r["port"]: r for r in output.parse_jsonl(text)}
+    assert set(recs) == {day.port, up.port}
+    assert time.strftime("%Y") in recs[day.port]["banner"]
+    assert recs[up.port]["banner"] == "HEY\r\n"
+
+
+def test_workers_ctrl_c_keeps_what_was_found(tmp_path, listeners):
+    first = listeners[0]
+    out = tmp_path / "partial.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "cypoe", "scan", "127.0.0.1", "-p",
+                             f"{first}-{first + 2000}", "--sequential", "--rate", "40",
+                             "--workers", "2", "-o", str(out)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if out.exists() and f'"port":{first},' in out.read_text():
+                break
+            time.sleep(0.05)
+        # as a terminal does: the whole process group
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    recs = output.parse_jsonl(out.read_text())
+    assert first in [r["port"] for r in recs]
+    assert "interrupted" in err

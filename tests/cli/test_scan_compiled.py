@@ -365,6 +365,41 @@ def test_no_fd_left_behind(listeners):
     assert open_fds() == before
 
 
+@pytest.mark.parametrize("shards,workers", [(1, 2), (1, 5), (3, 2), (2, 4)])
+def test_worker_shares_partition_the_plan(shards, workers):
+    for shard in range(shards):
+        plan = Plan(TargetSet(["127.0.0.1", "127.0.0.2"]), range(1, 300), seed=8,
+                    shards=shards, shard=shard)
+        tm = timing.Timing("t", 101, 1000.0, 1.0, 0)
+        parts = [scan_engine.worker_share(plan, tm, workers, w) for w in range(workers)]
+        got = sorted(i for sub, _ in parts for i in sub.indices())
+        assert got == sorted(plan.indices())
+        assert sum(t.concurrency for _, t in parts) == 101
+        assert sum(t.rate for _, t in parts) == pytest.approx(1000.0)
+
+
+def test_a_failed_worker_is_reported(monkeypatch, listeners):
+    """A worker that dies leaves its share undone; the others' results
+    still come back and the failure is counted."""
+    real_scan = scan_engine.scan
+
+    def scan_or_die(plan, *a, **kw):
+        if plan.shard == 1:
+            raise RuntimeError("worker 1 broke")
+        return real_scan(plan, *a, **kw)
+
+    monkeypatch.setattr(scan_engine, "scan", scan_or_die)   # inherited by the fork
+    ports = listeners + free_ports(30)
+    plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=3)
+    results = []
+    info = scan_engine.scan_workers(plan, timing.Timing("t", 20, None, 2.0, 0), 2,
+                                    results.append)
+    assert info["failed"] == 1 and info["workers"] == 2
+    share0, _ = scan_engine.worker_share(plan, timing.Timing("t", 20, None, 2.0, 0), 2, 0)
+    expected = {ports[i] for i in share0.indices()}
+    assert {r["port"] for r in results} == expected and len(results) == len(expected)
+
+
 def test_unknown_engine_is_refused():
     plan = Plan(TargetSet(["127.0.0.1"]), [1], seed=None)
     with pytest.raises(ValueError, match="engine must be"):

@@ -63,6 +63,9 @@ def add_parser(sub):
                    help="connect timeout (500ms, 2s, …)")
     s.add_argument("--retries", type=common.nonneg_int, metavar="N",
                    help="tries again after a connect timeout (a refusal is final)")
+    s.add_argument("--workers", type=common.positive_int, default=1, metavar="N",
+                   help="processes to split the scan over (default 1), each with an exact "
+                        "share of the work (as --shards) and of --concurrency and --rate")
 
     b = p.add_argument_group("banners")
     b.add_argument("--banners", action="store_true",
@@ -245,6 +248,9 @@ def run(args):
     if args.probe or args.tls:
         args.banners = True
     tm = timing.resolve(args.timing, args.concurrency, args.rate, args.timeout, args.retries)
+    if args.workers > tm.concurrency:
+        parser.error(f"--workers ({args.workers}) must not exceed the concurrency "
+                     f"({tm.concurrency})")
     try:
         from cypoe.cli import scan_engine
         scan_engine.check()
@@ -274,10 +280,13 @@ def run(args):
 
     read_timeout = args.read_timeout if args.read_timeout is not None else max(1.0, tm.timeout)
     t0 = time.monotonic()
+    kw = dict(banners=args.banners, max_read=args.max_read, read_timeout=read_timeout,
+              tls=args.tls, sni=args.sni, on_other=None if writer.keeps_others else on_other)
     try:
-        info = scan_engine.scan(plan, tm, on_result, banners=args.banners, max_read=args.max_read,
-                                read_timeout=read_timeout, tls=args.tls, sni=args.sni,
-                                on_other=None if writer.keeps_others else on_other)
+        if args.workers > 1:
+            info = scan_engine.scan_workers(plan, tm, args.workers, on_result, **kw)
+        else:
+            info = scan_engine.scan(plan, tm, on_result, **kw)
     finally:
         elapsed = time.monotonic() - t0
         progress.close()
@@ -290,8 +299,13 @@ def run(args):
         seed = f"seed {plan.seed}" if plan.seed is not None else "sequential order"
         shard = f", shard {plan.shard}/{plan.shards}" if plan.shards > 1 else ""
         stopped = " (interrupted)" if info.get("interrupted") else ""
+        if info.get("failed"):
+            stopped += f" ({info['failed']} worker(s) failed: their share is incomplete)"
+        workers = f", {args.workers} workers" if args.workers > 1 else ""
         print(f"{prog}: {done}/{plan.total} probes in {elapsed:.2f} s ({rate:.0f}/s){stopped}: "
               f"{counts['open']} open, {counts['closed']} closed, {counts['filtered']} filtered; "
-              f"{seed}{shard}; {tm.name} timing, concurrency {info.get('concurrency', tm.concurrency)}",
-              file=sys.stderr)
-    return 130 if info.get("interrupted") else 0
+              f"{seed}{shard}; {tm.name} timing, concurrency "
+              f"{info.get('concurrency', tm.concurrency)}{workers}", file=sys.stderr)
+    if info.get("interrupted"):
+        return 130
+    return 1 if info.get("failed") else 0

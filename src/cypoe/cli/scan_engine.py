@@ -565,3 +565,137 @@ def scan(plan, timing, on_result, *, engine="auto", banners=False, tls=False, on
         on_other = lambda state: counted(state, 1)  # noqa: E731
     return Scanner(plan, timing, on_result, banners=banners, tls=tls, on_other=on_other,
                    kernel=kernel, **kw).run()
+
+
+# -- several processes ---------------------------------------------------------
+
+def worker_share(plan, timing, workers, w):
+    """Worker ``w``'s part of a scan split over ``workers`` processes: the
+    shard ``plan.shard + w * plan.shards`` of ``plan.shards * workers`` (so
+    the workers' parts partition the plan's exactly), with its share of the
+    concurrency and the rate."""
+    from cypoe.cli.scan import Plan
+    sub = Plan(plan.targets, plan.ports, seed=plan.seed, shards=plan.shards * workers,
+               shard=plan.shard + w * plan.shards, probes=plan.probes)
+    conc = timing.concurrency // workers + (1 if w < timing.concurrency % workers else 0)
+    rate = timing.rate / workers if timing.rate else timing.rate
+    return sub, timing._replace(concurrency=max(1, conc), rate=rate)
+
+
+def _worker_main(plan, timing, wfd, counted, kw):
+    """A worker process: scans its share and writes what it finds to
+    ``wfd`` as JSON lines: ``["r", record]``, ``["c", state, n]`` (closed
+    and filtered ports when only counts are wanted), ``["d", info]`` last."""
+    import json
+    out = os.fdopen(wfd, "w", buffering=1 << 16)
+
+    def on_result(rec):
+        out.write(json.dumps(["r", rec], separators=(",", ":")) + "\n")
+        if rec["state"] == "open":
+            out.flush()
+
+    def on_other(state, n):
+        out.write(f'["c","{state}",{n}]\n')
+        out.flush()
+
+    cy = common.require("Kernel")
+    kernel = cy.Kernel()
+    # Ctrl-C reaches the whole process group; the parent decides and sends
+    # SIGTERM (graceful, then at once), as it does when it alone is signalled.
+    kernel.signal("INT", lambda name: None)
+    info = scan(plan, timing, on_result, on_other=on_other if counted else None,
+                kernel=kernel, **kw)
+    out.write(json.dumps(["d", info]) + "\n")
+    out.close()
+
+
+def scan_workers(plan, timing, workers, on_result, *, on_other=None, **kw):
+    """:func:`scan` split over ``workers`` forked processes (see
+    :func:`worker_share`); their records and counts come back to this
+    process, which calls ``on_result``/``on_other`` as :func:`scan` does.
+    The first SIGINT or SIGTERM asks every worker to stop launching and end
+    its probes in flight; a second one stops them at once.  Returns the
+    info dict of :func:`scan`, with ``workers`` and ``failed`` (workers
+    that died without finishing)."""
+    import json
+    import selectors
+    import signal
+
+    children = {}      # pid -> read end of its pipe
+    for w in range(workers):
+        sub, tm = worker_share(plan, timing, workers, w)
+        r, wfd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                os.close(r)
+                for fd in children.values():
+                    os.close(fd)
+                _worker_main(sub, tm, wfd, on_other is not None, kw)
+                code = 0
+            except BaseException:  # noqa: BLE001 - a worker must never return
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(wfd)
+        children[pid] = r
+    finished = {}
+    signals = []
+
+    def on_signal(signum, frame):
+        signals.append(signum)
+        for pid in children:
+            if pid not in finished:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+    saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    sel = selectors.DefaultSelector()
+    bufs = {}
+    for pid, r in children.items():
+        sel.register(r, selectors.EVENT_READ, pid)
+        bufs[pid] = bytearray()
+
+    def handle(pid, line):
+        msg = json.loads(line)
+        if msg[0] == "r":
+            on_result(msg[1])
+        elif msg[0] == "c":
+            on_other(msg[1], msg[2])
+        elif msg[0] == "d":
+            finished[pid] = msg[1]
+
+    try:
+        while sel.get_map():
+            for key, _ in sel.select(1.0):
+                pid = key.data
+                data = os.read(key.fd, 1 << 16)
+                if not data:
+                    sel.unregister(key.fd)
+                    os.close(key.fd)
+                    continue
+                buf = bufs[pid]
+                buf += data
+                end = buf.rfind(b"\n")
+                if end >= 0:
+                    for line in bytes(buf[:end]).split(b"\n"):
+                        handle(pid, line)
+                    del buf[:end + 1]
+    finally:
+        for key in list(sel.get_map().values()):
+            sel.unregister(key.fd)
+            os.close(key.fd)
+        # workers still running here (an exception in on_result) are stopped
+        common.reap([p for p in children if p not in finished], sig=signal.SIGTERM)
+        common.reap([p for p in children if p in finished])
+        for sig, old in saved.items():
+            signal.signal(sig, old)
+    infos = list(finished.values())
+    return {"interrupted": bool(signals) or any(i.get("interrupted") for i in infos),
+            "concurrency": sum(i.get("concurrency", 0) for i in infos),
+            "workers": workers, "failed": workers - len(finished)}
