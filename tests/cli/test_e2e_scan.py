@@ -118,26 +118,34 @@ def test_tls_scan(tmp_path, tls_files):
     assert recs[plain.port]["status"] == "protocol-error"
 
 
-def test_ctrl_c_keeps_what_was_found(tmp_path, listeners):
+@pytest.mark.parametrize("workers,to_group", [(1, False), (2, True), (2, False)])
+def test_ctrl_c_keeps_what_was_found(tmp_path, listeners, workers, to_group):
+    """SIGINT to the scan (as ``kill -INT``) or to its process group (as a
+    terminal's Ctrl-C, which reaches the workers too): exit 130 with what
+    was found written."""
     first = listeners[0]
     out = tmp_path / "partial.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "cypoe", "scan", "127.0.0.1", "-p",
-                             f"{first}-{first + 2000}", "--sequential", "--rate", "20",
-                             "-o", str(out)], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                             f"{first}-{first + 2000}", "--sequential", "--rate", "40",
+                             "--workers", str(workers), "-o", str(out)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if out.exists() and f'"port":{first},' in out.read_text():
                 break
             time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
+        if to_group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 130
+    assert proc.returncode == 130, err
     recs = output.parse_jsonl(out.read_text())
     assert first in [r["port"] for r in recs]
     assert "interrupted" in err
@@ -215,30 +223,3 @@ def test_workers_with_banners(tmp_path):
     assert set(recs) == {day.port, up.port}
     assert time.strftime("%Y") in recs[day.port]["banner"]
     assert recs[up.port]["banner"] == "HEY\r\n"
-
-
-def test_workers_ctrl_c_keeps_what_was_found(tmp_path, listeners):
-    first = listeners[0]
-    out = tmp_path / "partial.jsonl"
-    proc = subprocess.Popen([sys.executable, "-m", "cypoe", "scan", "127.0.0.1", "-p",
-                             f"{first}-{first + 2000}", "--sequential", "--rate", "40",
-                             "--workers", "2", "-o", str(out)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if out.exists() and f'"port":{first},' in out.read_text():
-                break
-            time.sleep(0.05)
-        # as a terminal does: the whole process group
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.returncode == 130, err
-    recs = output.parse_jsonl(out.read_text())
-    assert first in [r["port"] for r in recs]
-    assert "interrupted" in err

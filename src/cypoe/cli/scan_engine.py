@@ -361,7 +361,6 @@ class ConnectScanner:
 
     def __init__(self, plan, timing, on_result, *, kernel=None, on_other=None):
         cy = common.require("Kernel")
-        from cypoe import _scan
         self.plan = plan
         self.on_result = on_result
         self.on_other = on_other
@@ -369,16 +368,9 @@ class ConnectScanner:
         limit = common.raise_nofile(timing.concurrency + 256)
         self.concurrency = max(1, min(timing.concurrency, limit - 64))
         self.interrupted = False
-        self.core = _scan.ConnectScan(
-            self.kernel, _walk(plan), plan.ports, self._address_of, self._on_result,
-            concurrency=self.concurrency, rate=timing.rate or 0.0, timeout=timing.timeout,
-            retries=timing.retries, report_others=on_other is None,
-            on_other=self._on_other if on_other is not None else None,
-            on_done=self._on_done)
-
-    def _address_of(self, t):
-        targets = self.plan.targets
-        return targets[t], targets.version_at(t)
+        self.core = _connect_scan(self.kernel, plan, timing, self.concurrency, self._on_result,
+                                  self._on_other if on_other is not None else None,
+                                  self._on_done)
 
     def _on_result(self, index, state, status, rtt, error):
         t, pi = divmod(index, self.plan.nports)
@@ -408,11 +400,21 @@ class ConnectScanner:
             self.core.stop()
 
 
-def _walk(plan):
+def _connect_scan(kernel, plan, timing, concurrency, on_result, on_other, on_done,
+                  on_open=None):
+    """The compiled scan of ``plan``: its order, its targets' addresses and
+    the timing; closed and filtered ports go to ``on_result`` unless
+    ``on_other`` counts them."""
     from cypoe import _scan
     feistel = order.Permutation(plan.total, plan.seed).feistel
     keys, half = feistel if feistel is not None else (None, 0)
-    return _scan.ScanOrder(plan.total, plan.shards, plan.shard, keys, half)
+    walk = _scan.ScanOrder(plan.total, plan.shards, plan.shard, keys, half)
+    targets = plan.targets
+    return _scan.ConnectScan(
+        kernel, walk, plan.ports, lambda t: (targets[t], targets.version_at(t)), on_result,
+        concurrency=concurrency, rate=timing.rate or 0.0, timeout=timing.timeout,
+        retries=timing.retries, report_others=on_other is None, on_other=on_other,
+        on_done=on_done, on_open=on_open)
 
 
 class BannerScanner(Scanner):
@@ -429,16 +431,12 @@ class BannerScanner(Scanner):
     ports in counts."""
 
     def __init__(self, plan, timing, on_result, *, kernel=None, on_other=None, **kw):
-        from cypoe import _scan
         super().__init__(plan, timing, on_result, kernel=kernel, **kw)
         self.count_other = on_other
         self._retained = False
-        self.core = _scan.ConnectScan(
-            self.kernel, _walk(plan), plan.ports, self._address_of, self._on_scanned,
-            concurrency=self.concurrency, rate=timing.rate or 0.0, timeout=timing.timeout,
-            retries=timing.retries, report_others=on_other is None,
-            on_other=self._on_counted if on_other is not None else None,
-            on_done=lambda: self._schedule(0), on_open=self._on_open)
+        self.core = _connect_scan(self.kernel, plan, timing, self.concurrency, self._on_scanned,
+                                  self._on_counted if on_other is not None else None,
+                                  lambda: self._schedule(0), on_open=self._on_open)
 
     def run(self):
         self.kernel.register_component(self)
@@ -478,10 +476,6 @@ class BannerScanner(Scanner):
         self.pump_timer = None
         if self.core.finished and self.inflight == 0:
             self._finish()
-
-    def _address_of(self, t):
-        targets = self.plan.targets
-        return targets[t], targets.version_at(t)
 
     def _probe_at(self, index):
         t, pi = divmod(index, self.plan.nports)
