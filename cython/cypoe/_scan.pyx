@@ -233,6 +233,9 @@ cdef class ConnectScan(Handler):
     a banner from it) and the port holds one place of the concurrency until
     ``release()`` is called for it.  ``on_result`` then sees closed and
     filtered ports only.
+
+    ``immediate=False`` leaves every answer to the poller, as for a remote
+    target (the tests' way to exercise that path on loopback).
     """
     cdef Kernel k
     cdef cp_poller poller
@@ -273,6 +276,7 @@ cdef class ConnectScan(Handler):
     cdef bint pump_queued, started, stopping
     cdef readonly bint finished
     cdef int eager
+    cdef bint immediate
     # Linux: a socket whose connect was refused, to be connected again
     cdef bint recycle
     cdef int spare, spare_family
@@ -291,7 +295,7 @@ cdef class ConnectScan(Handler):
     def __init__(self, Kernel kernel not None, ScanOrder order not None, ports, address_of,
                  on_result, *, int concurrency=1000, double rate=0.0, double timeout=2.0,
                  int retries=0, bint report_others=False, on_other=None, on_done=None,
-                 on_open=None):
+                 on_open=None, bint immediate=True):
         cdef int kind
         if concurrency < 1:
             raise ValueError("concurrency must be >= 1")
@@ -330,6 +334,7 @@ cdef class ConnectScan(Handler):
         self.timeout = timeout
         self.max_retries = retries
         self.eager = EAGER_CREDIT
+        self.immediate = immediate
         self.recycle = sys.platform.startswith("linux")
         self.timer = None
         self._pump_cb = self._pump_soon
@@ -568,7 +573,7 @@ cdef class ConnectScan(Handler):
             err = errno
             c_close(fd)
             return self._failed(index, tries, err, "connect", now)
-        if self.eager > 0 or (self.launched % EAGER_SAMPLE) == 0:
+        if self.immediate and (self.eager > 0 or (self.launched % EAGER_SAMPLE) == 0):
             if self.recycle:
                 # Linux: the second connect() reports how the first ended
                 # (0, ECONNREFUSED, ...) or EALREADY while it goes on, and

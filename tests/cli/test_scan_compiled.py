@@ -169,6 +169,32 @@ def test_refused_sockets_are_reused(listeners):
     assert open_fds() == before
 
 
+def test_answers_through_the_poller(listeners):
+    """The path of remote targets, whose answers come after connect()
+    returns: every probe waits for the poller; the answers are the same."""
+    k = Kernel()
+    before = open_fds()
+    closed = free_ports(60)
+    ports = listeners + closed
+    results = []
+    walk = _scan.ScanOrder(len(ports), 1, 0)
+    core = _scan.ConnectScan(k, walk, ports, lambda t: ("127.0.0.1", 4),
+                             lambda i, state, status, rtt, err: results.append(
+                                 (ports[i], state, status, rtt)),
+                             concurrency=25, timeout=2.0, immediate=False)
+    k.delay(0, core.start)
+    k.run()
+    assert sorted(p for p, *_ in results) == sorted(ports)
+    assert {p for p, state, *_ in results if state == _scan.OPEN} == set(listeners)
+    assert all(status == _scan.CONNECTION_REFUSED for p, state, status, _ in results
+               if p in closed)
+    assert all(rtt is not None and rtt >= 0 for p, state, _, rtt in results
+               if state == _scan.OPEN)
+    assert core.n_recycled == 0
+    del core
+    assert open_fds() == before
+
+
 def test_mixed_families_do_not_share_sockets(listeners):
     """An IPv4 socket kept for reuse is never connected to an IPv6 address."""
     if not socket.has_ipv6:
