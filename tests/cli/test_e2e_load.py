@@ -18,6 +18,7 @@ def _adds_up(d, connections):
     assert d["bytes_sent"] == d["requests"] * d["message_bytes"]
     lat = d["latency_ms"]
     assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] <= lat["max"]
+    assert lat["count"] == d["responses"]      # every response's latency, once
 
 
 def test_embedded_echo_server(tmp_path):

@@ -49,7 +49,10 @@ class LoadRun:
         self.tick = tick
         self.msg = cfg.message
         self.stats = report.LoadStats()
-        self.live_hist = report.new_histogram()
+        # Each response is recorded once, into the current second's window;
+        # the window is folded into the run's histogram (a C-level add)
+        # each second and at the end.
+        self.window = report.new_histogram()
         self.live_responses = 0
         self.live_errors = 0
         self.stopping = False
@@ -94,6 +97,7 @@ class LoadRun:
         if self.tick is not None:
             self.live_timer = self._later(LIVE_INTERVAL, self._live)
         k.run()
+        self._fold()
         self.stats.duration = min(k.time(), self.t_stop) - self.t0 if hasattr(self, "t_stop") \
             else k.time() - self.t0
         return self.stats, self.interrupted
@@ -107,11 +111,16 @@ class LoadRun:
         if self.finished:
             return
         self.tick({"type": "tick", "responses": self.live_responses, "errors": self.live_errors,
-                   "conns": self.connected, "hist": report.encode_histogram(self.live_hist)})
+                   "conns": self.connected, "hist": report.encode_histogram(self.window)})
         self.live_responses = 0
         self.live_errors = 0
-        self.live_hist.reset()
+        self._fold()
         self.live_timer = self._later(LIVE_INTERVAL, self._live)
+
+    def _fold(self):
+        if self.window.get_total_count():
+            self.stats.hist.add(self.window)
+            self.window = report.new_histogram()
 
     def _stop_sending(self):
         if self.stopping:
@@ -235,10 +244,7 @@ class LoadRun:
             self.stats.mismatches += 1
             self._count_error("mismatch")
         else:
-            lat = now - t0
-            self.stats.record(lat)
-            us = int(lat * 1e6)
-            self.live_hist.record_value(us if us >= 1 else 1)
+            self.window.record_value(report.clamp_us(now - t0))
             self.stats.responses += 1
             self.live_responses += 1
         self.stats.bytes_received += len(record) + (2 if self.cfg.expect == "line" else 0)

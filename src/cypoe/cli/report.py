@@ -16,6 +16,12 @@ SIG_FIGS = 3
 PERCENTILES = (50.0, 90.0, 99.0, 99.9)
 
 
+def clamp_us(latency_s):
+    """Seconds -> whole microseconds within the histograms' range."""
+    us = int(latency_s * 1e6)
+    return LOWEST_US if us < LOWEST_US else (HIGHEST_US if us > HIGHEST_US else us)
+
+
 def new_histogram():
     return HdrHistogram(LOWEST_US, HIGHEST_US, SIG_FIGS)
 
@@ -53,12 +59,7 @@ class LoadStats:
         self.duration = 0.0
 
     def record(self, latency_s):
-        us = int(latency_s * 1e6)
-        if us < LOWEST_US:
-            us = LOWEST_US
-        elif us > HIGHEST_US:
-            us = HIGHEST_US
-        self.hist.record_value(us)
+        self.hist.record_value(clamp_us(latency_s))
 
     def error(self, kind, n=1):
         self.errors[kind] = self.errors.get(kind, 0) + n
@@ -98,7 +99,7 @@ class LoadStats:
         h = self.hist
         if h.get_total_count() == 0:
             return {"p50": None, "p90": None, "p99": None, "p99.9": None,
-                    "max": None, "min": None, "mean": None, "stdev": None}
+                    "max": None, "min": None, "mean": None, "stdev": None, "count": 0}
         out = {}
         for p in PERCENTILES:
             key = "p" + (f"{p:g}")
@@ -107,6 +108,7 @@ class LoadStats:
         out["min"] = h.get_min_value() / 1000.0
         out["mean"] = round(h.get_mean_value() / 1000.0, 3)
         out["stdev"] = round(h.get_stddev() / 1000.0, 3)
+        out["count"] = h.get_total_count()      # one per response
         return out
 
     def summary(self, **extra):
