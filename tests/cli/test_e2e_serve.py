@@ -125,3 +125,82 @@ def test_bind_failure_exits_1():
         proc = run_cli("serve", "--port", port, timeout=30)
     assert proc.returncode == 1
     assert "bind" in proc.stderr or "listen" in proc.stderr
+
+
+def _flood_until_held_back(sock, chunk, limit=256 << 20, stall=0.5, deadline=30.0):
+    """Send ``chunk`` over and over (the stream is ``chunk * k`` and a
+    prefix of it) without reading, until the sends make no progress for
+    ``stall`` seconds (the server holds us back) or ``limit`` bytes went
+    out; returns the bytes sent."""
+    sock.setblocking(False)
+    view = memoryview(chunk)
+    sent = 0
+    last_progress = time.monotonic()
+    end = time.monotonic() + deadline
+    while sent < limit and time.monotonic() < end:
+        try:
+            n = sock.send(view[sent % len(chunk):])
+        except BlockingIOError:
+            if time.monotonic() - last_progress >= stall:
+                break
+            time.sleep(0.005)
+            continue
+        sent += n
+        last_progress = time.monotonic()
+    return sent
+
+
+def test_a_peer_that_does_not_read_is_held_back_and_loses_nothing():
+    """Echo to a peer that sends and never reads: above the high watermark
+    the server stops reading, TCP holds the peer back, and once the peer
+    reads it gets every byte it sent, in order."""
+    import hashlib
+    chunk = bytes(range(256)) * 256
+    with serving("echo", "--filter", "stream") as srv:
+        with srv.connect() as s:
+            sent = _flood_until_held_back(s, chunk)
+            # without backpressure the server reads (and buffers) all of it
+            assert sent < 256 << 20, "never held back"
+            s.setblocking(True)
+            s.settimeout(20)
+            got = hashlib.sha256()
+            n = 0
+            while n < sent:
+                data = s.recv(1 << 20)
+                assert data, "connection closed early"
+                got.update(data)
+                n += len(data)
+            whole, rest = divmod(sent, len(chunk))
+            expected = hashlib.sha256(chunk * whole + chunk[:rest])
+            assert n == sent and got.hexdigest() == expected.hexdigest()
+
+
+def test_drain_timeout_closes_what_does_not_flush():
+    """SIGTERM with a peer that never reads: the output can never flush; the
+    server waits --drain-timeout, closes it and exits 0."""
+    import re
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import ENV
+    proc = subprocess.Popen([sys.executable, "-m", "cypoe", "serve", "echo", "--filter",
+                             "stream", "--drain-timeout", "1s"], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else ""
+        port = int(re.search(r":(\d+) ", line).group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            assert _flood_until_held_back(s, b"y" * 65536) < 256 << 20
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=30)
+        assert rc == 0
+        assert "had not flushed after 1 s; closed" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()

@@ -34,6 +34,7 @@ class Protocol:
     name = "?"
     close_after_connect = False
     streams = False
+    answers = False      # writes in answer to input (needs backpressure)
 
     def __init__(self, filter_kind="line"):
         if filter_kind not in FILTERS:
@@ -58,6 +59,7 @@ class Protocol:
 
 class Echo(Protocol):
     name = "echo"
+    answers = True
 
     def input(self, record):
         return [record]
@@ -69,6 +71,7 @@ class Discard(Protocol):
 
 class Upper(Protocol):
     name = "upper"
+    answers = True
 
     def input(self, record):
         return [record.upper()]
@@ -77,6 +80,7 @@ class Upper(Protocol):
 class Pong(Protocol):
     """``+PONG\\r\\n`` for every line (redis-benchmark's PING_INLINE)."""
     name = "pong"
+    answers = True
 
     def input(self, record):
         if self.filter_kind == "stream":

@@ -38,6 +38,9 @@ def add_parser(sub):
                    help="at most N connections at once (accepting pauses at N)")
     p.add_argument("--idle-timeout", type=common.duration, default=None, metavar="SECONDS",
                    help="close a connection that sends nothing for this long")
+    p.add_argument("--drain-timeout", type=common.duration, default=10.0, metavar="SECONDS",
+                   help="on Ctrl-C/SIGTERM, how long open connections may take to flush "
+                        "their output before they are closed (default 10s)")
     p.add_argument("--tls-cert", metavar="PEM", help="certificate chain (TLS)")
     p.add_argument("--tls-key", metavar="PEM", help="private key (TLS; default: in --tls-cert)")
     p.add_argument("--workers", type=common.positive_int, default=1, metavar="N",

@@ -17,6 +17,41 @@ def tls_context(cert, key=None):
     return ctx
 
 
+# A peer that sends without reading would otherwise have everything it sent
+# buffered as output: above HIGH_MARK bytes of pending output the connection
+# stops reading (TCP then holds the peer back), below LOW_MARK it reads again.
+HIGH_MARK = 1 << 20
+LOW_MARK = 256 << 10
+# How long a graceful shutdown waits for pending output (a peer that does not
+# read would hold it forever); what is left then is dropped.
+DRAIN_TIMEOUT = 10.0
+
+
+def drain_deadline(kernel, server, seconds, quiet=False):
+    """The first SIGINT/SIGTERM shuts the kernel's components down
+    gracefully (the server stops accepting, its connections flush and
+    close); ``seconds`` later the kernel stops, closing whatever has not
+    flushed.  A second signal stops at once."""
+    signals = []
+
+    def on_signal(name):
+        signals.append(name)
+        if len(signals) > 1:
+            kernel.stop()
+            return
+        kernel.shutdown()
+        kernel.delay(seconds, expire)
+
+    def expire():
+        if not quiet and server.connections:
+            common.err("cypoe serve", f"{server.connections} connection(s) had not flushed "
+                                      f"after {seconds:g} s; closed")
+        kernel.stop()
+
+    kernel.signal("INT", on_signal)
+    kernel.signal("TERM", on_signal)
+
+
 def make_server(protocol, host, port, filter_kind="line", *, max_connections=None,
                 idle_timeout=None, ssl=None, reuse_port=False, kernel=None,
                 started=None, error=None):
@@ -71,6 +106,10 @@ def make_server(protocol, host, port, filter_kind="line", *, max_connections=Non
     kw = {}
     if put_more:
         kw["client_flushed"] = client_flushed
+    elif proto.answers:
+        kw.update(high_mark=HIGH_MARK, low_mark=LOW_MARK,
+                  client_high=lambda conn: conn.pause_input(),
+                  client_low=lambda conn: conn.resume_input())
     return cy.Server(port=port, address=host, domain=family,
                      concurrency=-1 if max_connections is None else max_connections,
                      reuse_port=reuse_port, client_input=client_input,
@@ -80,7 +119,8 @@ def make_server(protocol, host, port, filter_kind="line", *, max_connections=Non
 
 
 def serve_forever(protocol, host, port, filter_kind="line", *, max_connections=None,
-                  idle_timeout=None, ssl=None, reuse_port=False, ready_fd=None, quiet=False):
+                  idle_timeout=None, ssl=None, reuse_port=False, ready_fd=None, quiet=False,
+                  drain_timeout=DRAIN_TIMEOUT):
     """Serve until SIGINT/SIGTERM (graceful). Reports the bound port, as a
     line, on `ready_fd` (a failure as a line of text). Returns an exit code."""
     cy = common.require("Kernel")
@@ -101,6 +141,7 @@ def serve_forever(protocol, host, port, filter_kind="line", *, max_connections=N
         return 1
     if ready_fd is not None:
         _write_line(ready_fd, str(server.port))
+    drain_deadline(kernel, server, drain_timeout, quiet)
     kernel.run()
     return 1 if failed else 0
 
@@ -114,6 +155,7 @@ def serve_main(args, ssl_ctx):
     host, port = args.host, args.port
     opts = dict(max_connections=args.max_connections, idle_timeout=args.idle_timeout,
                 ssl=ssl_ctx)
+    drain = args.drain_timeout
     where = f"[{host}]" if ":" in host else host
     if args.workers == 1:
         cy = common.require("Kernel")
@@ -131,9 +173,10 @@ def serve_main(args, ssl_ctx):
         _announce(args, where, server.port)
         if args.ready_fd is not None:
             _write_line(args.ready_fd, str(server.port))
+        drain_deadline(kernel, server, drain)
         kernel.run()
         return 1 if failed else 0
-    return _serve_workers(args, host, port, where, opts)
+    return _serve_workers(args, host, port, where, dict(opts, drain_timeout=drain))
 
 
 def _announce(args, where, port):
