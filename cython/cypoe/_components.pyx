@@ -51,6 +51,11 @@ cdef double MIN_SWEEP = 0.005
 cdef double MAX_SWEEP = 1.0
 
 
+# How long the socket of a Connection closed gracefully may stay open for
+# the client to finish (see ReadWrite.c_close_lingering).
+cdef double LINGER_SECONDS = 10.0
+
+
 cdef inline unsigned int _to_ms(double seconds):
     cdef double ms
     if seconds <= 0.0:
@@ -246,7 +251,12 @@ cdef class _Link(ReadWrite):
         self.state |= S_ENDED
         self.deadline = 0.0
         self._cancel_timers()
-        ReadWrite.c_close(self)
+        if (self.state & S_SHUTTING) and type(self) is Connection:
+            # a server's graceful close: the answer must reach a client
+            # that is still sending
+            self.c_close_lingering(LINGER_SECONDS)
+        else:
+            ReadWrite.c_close(self)
         if self.core is not None:
             if notify:
                 # The terminal callback never runs inside another callback;

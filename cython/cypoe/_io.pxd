@@ -98,6 +98,7 @@ cdef class ReadWrite(Handler):
     cdef int c_flush(self) except -1
     cdef int c_close(self) except -1
     cdef int c_pause_input(self) except -1
+    cdef int c_close_lingering(self, double seconds) except -1
     cdef int c_resume_input(self) except -1
     cdef int c_shutdown_input(self) except -1
     cdef int c_shutdown_output(self) except -1

@@ -62,6 +62,10 @@ cdef extern from "<sys/socket.h>" nogil:
     int MSG_NOSIGNAL
     int SHUT_RD, SHUT_WR
 
+cdef extern from "<fcntl.h>" nogil:
+    int fcntl(int fd, int cmd, ...)
+    int F_DUPFD_CLOEXEC
+
 cdef extern from "<netinet/in.h>" nogil:
     struct in_addr:
         pass
@@ -130,6 +134,7 @@ cdef enum:
     K_HANDSHAKE = 6
 
 cdef enum:
+    LINGER_READ = 1 << 20    # input dropped per wakeup of a lingering socket
     MAX_READS = 4          # reads per wakeup, so one busy peer cannot starve the rest
     ACCEPT_BATCH = 64      # accepts per wakeup
     TLS_READ = 65536

@@ -871,6 +871,36 @@ cdef class ReadWrite(Handler):
         self._cout = <FilterBase>f if isinstance(f, FilterBase) else None
         return 0
 
+    cdef int c_close_lingering(self, double seconds) except -1:
+        # A graceful close.  close() on a socket with unread input, or one
+        # that input reaches afterwards, resets the connection, and the
+        # reset throws away the output the peer has not received yet (a
+        # peer still sending while it reads an answer loses the answer).
+        # So the socket outlives the connection in a _Linger: write side
+        # shut (the FIN follows the output), input read and dropped until
+        # the peer's EOF or `seconds`, then closed.
+        # Without unread input (the usual case: the peer waits for the
+        # answer) close() sends a FIN and nothing lingers.
+        cdef int lfd
+        cdef Kernel k = self.kernel
+        if (self._flags & (F_CLOSED | F_NOTSOCK | F_TLS) or self.fd < 0 or k is None
+                or self.pending_out() > 0
+                or (self._x is not None and self._x.wside is not None)
+                or not cp_input_waiting(self.fd)):
+            return ReadWrite.c_close(self)
+        lfd = fcntl(self.fd, F_DUPFD_CLOEXEC, 0)
+        ReadWrite.c_close(self)
+        if lfd < 0:
+            return 0
+        if shutdown(lfd, SHUT_WR) < 0 or cp_discard_input(lfd, LINGER_READ):
+            c_close(lfd)        # not connected any more, or the peer is done
+            return 0
+        try:
+            _Linger.start(k, lfd, seconds)
+        except Exception as exc:    # lfd is closed: the close goes on as a plain one
+            k.report_exception("Exception while keeping a closed socket open", exc, self)
+        return 0
+
     cdef int c_close(self) except -1:
         cdef int fd, wfd = -1
         cdef Kernel k = self.kernel
@@ -1042,6 +1072,120 @@ cdef class ReadWrite(Handler):
     def __repr__(self):
         return f"<ReadWrite id={self.id} fd={self.fd}{' closed' if self.closed else ''}>"
 
+
+
+cdef extern from *:
+    """
+    #include <sys/socket.h>
+    #include <errno.h>
+    /* Read and drop what is waiting on fd, up to limit bytes.  Returns 1
+       when the peer is done (EOF, or an error other than EAGAIN/EINTR), 0
+       when nothing more is waiting now. */
+    static int cp_discard_input(int fd, Py_ssize_t limit) {
+        char buf[16384];
+        Py_ssize_t total = 0;
+        ssize_t n;
+        while (total < limit) {
+            n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+            if (n > 0) { total += n; continue; }
+            if (n == 0) return 1;
+            if (errno == EINTR) continue;
+            return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : 1;
+        }
+        return 0;
+    }
+    #include <sys/ioctl.h>
+    /* Is unread input waiting on fd (or can that not be told)? */
+    static int cp_input_waiting(int fd) {
+        int n = 0;
+        if (ioctl(fd, FIONREAD, &n) < 0)
+            return 1;
+        return n > 0;
+    }
+    """
+    int cp_discard_input(int fd, Py_ssize_t limit) nogil
+    int cp_input_waiting(int fd) nogil
+
+
+@cython.final
+cdef class _Linger(Handler):
+    """The socket of a connection closed gracefully, until the peer is done
+    with it (see ReadWrite.c_close_lingering).  While any is lingering, one
+    component per kernel keeps a graceful shutdown of the kernel waiting."""
+    cdef int lfd
+    cdef Kernel k
+    cdef Timer timer
+
+    @staticmethod
+    cdef int start(Kernel k, int lfd, double seconds) except -1:
+        cdef _Linger lg = _Linger.__new__(_Linger)
+        lg.lfd = lfd
+        lg.k = k
+        try:
+            k.register(lg, lfd, EV_READ, False)
+        except BaseException:
+            c_close(lfd)
+            raise
+        lg.timer = k.schedule(k.now() + seconds, lg._expire, (), None, False)
+        _LingerSet.of(k).add()
+        return 0
+
+    cdef int on_readable(self) except -1:
+        if cp_discard_input(self.lfd, LINGER_READ):
+            self._done()
+        return 0
+
+    def _expire(self):
+        self.timer = None
+        self._done()
+
+    cdef int _done(self) except -1:
+        if self.lfd < 0:
+            return 0
+        self.k.unregister(self)
+        if self.timer is not None:
+            self.k.cancel_timer(self.timer)
+            self.timer = None
+        c_close(self.lfd)
+        self.lfd = -1
+        _LingerSet.of(self.k).remove()
+        return 0
+
+
+cdef dict _linger_sets = {}     # id(kernel) -> _LingerSet, while any socket lingers
+
+
+@cython.final
+cdef class _LingerSet:
+    """A kernel component while sockets linger: a graceful shutdown waits
+    for them (as it waits for connections flushing their output)."""
+    cdef Kernel k
+    cdef Py_ssize_t n
+
+    @staticmethod
+    cdef _LingerSet of(Kernel k):
+        cdef _LingerSet ls = _linger_sets.get(id(k))
+        if ls is None:
+            ls = _LingerSet.__new__(_LingerSet)
+            ls.k = k
+            _linger_sets[id(k)] = ls
+        return ls
+
+    cdef int add(self) except -1:
+        self.n += 1
+        if self.n == 1:
+            self.k.register_component(self)
+        return 0
+
+    cdef int remove(self) except -1:
+        self.n -= 1
+        if self.n == 0:
+            _linger_sets.pop(id(self.k), None)
+            self.k.unregister_component(self)
+        return 0
+
+    def shutdown(self):
+        pass        # lingering sockets end on their own (EOF or deadline)
 
 
 # ReadWrite.put as a METH_FASTCALL method: ``def put(self, *records)``

@@ -3,6 +3,8 @@ import socket
 import ssl
 import time
 
+import pytest
+
 from cypoe.cli.protocols import chargen_line
 
 from .conftest import recv_exactly, recv_until_eof, serving
@@ -198,6 +200,58 @@ def test_drain_timeout_closes_what_does_not_flush():
             rc = proc.wait(timeout=30)
         assert rc == 0
         assert "had not flushed after 1 s; closed" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_is_graceful_for_a_client_still_sending(workers):
+    """Ctrl-C at a terminal signals the whole group (workers leave it to
+    their parent, whose one SIGTERM is graceful).  A client that was still
+    sending, held back by the server, gets every byte the server answered,
+    then a clean EOF: no reset throws the answer away."""
+    import hashlib
+    import os
+    import re
+    import select
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import ENV
+    proc = subprocess.Popen([sys.executable, "-m", "cypoe", "serve", "echo", "--filter",
+                             "stream", "--workers", workers], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    chunk = bytes(range(256)) * 256
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 20)
+        line = proc.stdout.readline() if ready else ""
+        port = int(re.search(r":(\d+) ", line).group(1))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            sent = _flood_until_held_back(s, chunk)
+            assert sent < 256 << 20
+            os.killpg(proc.pid, signal.SIGINT)
+            time.sleep(0.3)      # the shutdown is under way, output still pending
+            s.setblocking(True)
+            s.settimeout(20)
+            got = hashlib.sha256()
+            n = 0
+            while True:
+                data = s.recv(1 << 20)      # a reset would raise here
+                if not data:
+                    break
+                got.update(data)
+                n += len(data)
+        # what was answered before the shutdown (input after it is ignored),
+        # intact: at least the megabyte the server held back on
+        assert (1 << 20) <= n <= sent
+        whole, rest = divmod(n, len(chunk))
+        assert got.hexdigest() == hashlib.sha256(chunk * whole + chunk[:rest]).hexdigest()
+        assert proc.wait(timeout=30) == 0
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -657,3 +657,46 @@ def test_shutdown_with_connections_flushes_and_closes_them(kernel):
         assert s.recv(100) == b"bye for now\r\n"
         assert s.recv(100) == b""
         s.close()
+
+
+def test_graceful_close_does_not_reset_a_client_still_sending(kernel):
+    """The server answers, closes gracefully, and the client is still
+    sending: a plain close() would answer the client's next bytes with a
+    reset that throws away the answer not yet delivered.  The closed
+    connection's socket lingers instead: the client reads the whole answer,
+    then EOF."""
+    answer = os.urandom(8 * 1024 * 1024)      # more than the socket buffers hold
+    events = []
+
+    def client_input(conn, record):
+        if not events:
+            events.append("answered")
+            conn.put(answer)
+            conn.shutdown()
+
+    server = Server(port=0, address="127.0.0.1", kernel=kernel, client_filter=Stream(),
+                    client_input=client_input,
+                    client_disconnected=lambda c: (events.append("disconnected"),
+                                                   server.shutdown()))
+    s = blocking_client(server.port)
+    s.setblocking(False)
+    got = bytearray()
+    sent = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:                                  # keep sending, read slowly
+            sent += s.send(b"q" * 4096)
+        except BlockingIOError:
+            pass
+        kernel.run_once(0.001)
+        try:
+            data = s.recv(65536)
+        except BlockingIOError:
+            continue
+        if not data:
+            break
+        got.extend(data)
+    assert events[:2] == ["answered", "disconnected"]
+    assert bytes(got) == answer and sent > 0
+    s.close()
+    kernel.run()     # the lingering socket sees the client's EOF and closes

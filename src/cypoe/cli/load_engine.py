@@ -353,7 +353,7 @@ class EmbeddedServer:
                 os.close(r)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (SIGTERM)
                 code = serve_engine.serve_forever(protocol, "127.0.0.1", 0, filter_kind,
-                                                  ready_fd=w, quiet=True)
+                                                  ready_fd=w, quiet=True, ignore_sigint=True)
             except BaseException:  # noqa: BLE001
                 import traceback
                 traceback.print_exc()

@@ -27,11 +27,13 @@ LOW_MARK = 256 << 10
 DRAIN_TIMEOUT = 10.0
 
 
-def drain_deadline(kernel, server, seconds, quiet=False):
+def drain_deadline(kernel, server, seconds, quiet=False, ignore_sigint=False):
     """The first SIGINT/SIGTERM shuts the kernel's components down
     gracefully (the server stops accepting, its connections flush and
     close); ``seconds`` later the kernel stops, closing whatever has not
-    flushed.  A second signal stops at once."""
+    flushed.  A second signal stops at once.  ``ignore_sigint``: for worker
+    processes, which a terminal's Ctrl-C reaches too: their parent decides
+    and sends SIGTERM."""
     signals = []
 
     def on_signal(name):
@@ -48,7 +50,7 @@ def drain_deadline(kernel, server, seconds, quiet=False):
                                       f"after {seconds:g} s; closed")
         kernel.stop()
 
-    kernel.signal("INT", on_signal)
+    kernel.signal("INT", (lambda name: None) if ignore_sigint else on_signal)
     kernel.signal("TERM", on_signal)
 
 
@@ -120,9 +122,10 @@ def make_server(protocol, host, port, filter_kind="line", *, max_connections=Non
 
 def serve_forever(protocol, host, port, filter_kind="line", *, max_connections=None,
                   idle_timeout=None, ssl=None, reuse_port=False, ready_fd=None, quiet=False,
-                  drain_timeout=DRAIN_TIMEOUT):
-    """Serve until SIGINT/SIGTERM (graceful). Reports the bound port, as a
-    line, on `ready_fd` (a failure as a line of text). Returns an exit code."""
+                  drain_timeout=DRAIN_TIMEOUT, ignore_sigint=False):
+    """Serve until SIGINT/SIGTERM (graceful; see :func:`drain_deadline`).
+    Reports the bound port, as a line, on `ready_fd` (a failure as a line of
+    text). Returns an exit code."""
     cy = common.require("Kernel")
     kernel = cy.Kernel()
     failed = []
@@ -141,7 +144,7 @@ def serve_forever(protocol, host, port, filter_kind="line", *, max_connections=N
         return 1
     if ready_fd is not None:
         _write_line(ready_fd, str(server.port))
-    drain_deadline(kernel, server, drain_timeout, quiet)
+    drain_deadline(kernel, server, drain_timeout, quiet, ignore_sigint)
     kernel.run()
     return 1 if failed else 0
 
@@ -210,7 +213,8 @@ def _serve_workers(args, host, port, where, opts):
                 if holder is not None:
                     holder.close()
                 code = serve_forever(args.protocol, host, port, args.filter_kind,
-                                     reuse_port=True, ready_fd=w, quiet=False, **opts)
+                                     reuse_port=True, ready_fd=w, quiet=False,
+                                     ignore_sigint=True, **opts)
             except BaseException:  # noqa: BLE001
                 import traceback
                 traceback.print_exc()
