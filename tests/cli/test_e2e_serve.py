@@ -1,6 +1,14 @@
 """cypoe serve, end to end on loopback: every protocol answers correctly."""
+import contextlib
+import hashlib
+import os
+import re
+import select
+import signal
 import socket
 import ssl
+import subprocess
+import sys
 import time
 
 import pytest
@@ -156,7 +164,6 @@ def test_a_peer_that_does_not_read_is_held_back_and_loses_nothing():
     """Echo to a peer that sends and never reads: above the high watermark
     the server stops reading, TCP holds the peer back, and once the peer
     reads it gets every byte it sent, in order."""
-    import hashlib
     chunk = bytes(range(256)) * 256
     with serving("echo", "--filter", "stream") as srv:
         with srv.connect() as s:
@@ -177,29 +184,20 @@ def test_a_peer_that_does_not_read_is_held_back_and_loses_nothing():
             assert n == sent and got.hexdigest() == expected.hexdigest()
 
 
-def test_drain_timeout_closes_what_does_not_flush():
-    """SIGTERM with a peer that never reads: the output can never flush; the
-    server waits --drain-timeout, closes it and exits 0."""
-    import re
-    import select
-    import signal
-    import subprocess
-    import sys
-
+@contextlib.contextmanager
+def serve_process(*args, **popen_kw):
+    """``cypoe serve ARGS`` in a child, for tests that signal it themselves:
+    yields (proc, port); kills it at the end if it is still running."""
     from .conftest import ENV
-    proc = subprocess.Popen([sys.executable, "-m", "cypoe", "serve", "echo", "--filter",
-                             "stream", "--drain-timeout", "1s"], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "cypoe", "serve", *args], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            **popen_kw)
     try:
         ready, _, _ = select.select([proc.stdout], [], [], 20)
         line = proc.stdout.readline() if ready else ""
-        port = int(re.search(r":(\d+) ", line).group(1))
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            assert _flood_until_held_back(s, b"y" * 65536) < 256 << 20
-            proc.send_signal(signal.SIGTERM)
-            rc = proc.wait(timeout=30)
-        assert rc == 0
-        assert "had not flushed after 1 s; closed" in proc.stderr.read()
+        m = re.search(r":(\d+) ", line)
+        assert m, f"serve did not start: {line!r}"
+        yield proc, int(m.group(1))
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -208,29 +206,27 @@ def test_drain_timeout_closes_what_does_not_flush():
         proc.stderr.close()
 
 
+def test_drain_timeout_closes_what_does_not_flush():
+    """SIGTERM with a peer that never reads: the output can never flush; the
+    server waits --drain-timeout, closes it and exits 0."""
+    with serve_process("echo", "--filter", "stream", "--drain-timeout", "1s") as (proc, port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            assert _flood_until_held_back(s, b"y" * 65536) < 256 << 20
+            proc.send_signal(signal.SIGTERM)
+            rc = proc.wait(timeout=30)
+        assert rc == 0
+        assert "had not flushed after 1 s; closed" in proc.stderr.read()
+
+
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_ctrl_c_is_graceful_for_a_client_still_sending(workers):
     """Ctrl-C at a terminal signals the whole group (workers leave it to
     their parent, whose one SIGTERM is graceful).  A client that was still
     sending, held back by the server, gets every byte the server answered,
     then a clean EOF: no reset throws the answer away."""
-    import hashlib
-    import os
-    import re
-    import select
-    import signal
-    import subprocess
-    import sys
-
-    from .conftest import ENV
-    proc = subprocess.Popen([sys.executable, "-m", "cypoe", "serve", "echo", "--filter",
-                             "stream", "--workers", workers], env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     chunk = bytes(range(256)) * 256
-    try:
-        ready, _, _ = select.select([proc.stdout], [], [], 20)
-        line = proc.stdout.readline() if ready else ""
-        port = int(re.search(r":(\d+) ", line).group(1))
+    with serve_process("echo", "--filter", "stream", "--workers", workers,
+                       start_new_session=True) as (proc, port):
         with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
             sent = _flood_until_held_back(s, chunk)
             assert sent < 256 << 20
@@ -252,9 +248,3 @@ def test_ctrl_c_is_graceful_for_a_client_still_sending(workers):
         whole, rest = divmod(n, len(chunk))
         assert got.hexdigest() == hashlib.sha256(chunk * whole + chunk[:rest]).hexdigest()
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
