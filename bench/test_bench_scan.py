@@ -259,33 +259,15 @@ def test_scan_uvloop(benchmark, impl, open_ports):
     benchmark.extra_info["open"] = len(found)
 
 
-def test_banner_scan_cypoe(benchmark, impl, open_ports):
-    impl("cypoe", group=BANNER_GROUP)
+@pytest.mark.parametrize("name", ["cypoe", "cypoe TCPMulti engine", "asyncio", "uvloop"])
+def test_banner_scan(benchmark, impl, open_ports, name):
+    if name == "uvloop":
+        run = (scan_asyncio, (pytest.importorskip("uvloop").new_event_loop, True))
+    else:
+        run = {"cypoe": (scan_cypoe, ("auto", True)),
+               "cypoe TCPMulti engine": (scan_cypoe, ("tcpmulti", True)),
+               "asyncio": (scan_asyncio, (asyncio.new_event_loop, True))}[name]
+    impl(name, group=BANNER_GROUP)
     before = listening_ports()
-    found = benchmark.pedantic(scan_cypoe, kwargs={"banners": True}, rounds=ROUNDS,
-                               iterations=1)
-    check_found(found, open_ports, before)
-
-
-def test_banner_scan_cypoe_tcpmulti(benchmark, impl, open_ports):
-    impl("cypoe TCPMulti engine", group=BANNER_GROUP)
-    before = listening_ports()
-    found = benchmark.pedantic(scan_cypoe, args=("tcpmulti", True), rounds=ROUNDS, iterations=1)
-    check_found(found, open_ports, before)
-
-
-def test_banner_scan_asyncio(benchmark, impl, open_ports):
-    impl("asyncio", group=BANNER_GROUP)
-    before = listening_ports()
-    found = benchmark.pedantic(scan_asyncio, kwargs={"banners": True}, rounds=ROUNDS,
-                               iterations=1)
-    check_found(found, open_ports, before)
-
-
-def test_banner_scan_uvloop(benchmark, impl, open_ports):
-    uvloop = pytest.importorskip("uvloop")
-    impl("uvloop", group=BANNER_GROUP)
-    before = listening_ports()
-    found = benchmark.pedantic(scan_asyncio, args=(uvloop.new_event_loop, True), rounds=ROUNDS,
-                               iterations=1)
+    found = benchmark.pedantic(run[0], args=run[1], rounds=ROUNDS, iterations=1)
     check_found(found, open_ports, before)

@@ -797,24 +797,12 @@ cdef class _MultiCore(_Core):
 
     def connect(self, str address, int port, bind_address, bind_port,
                 connect_timeout, input_timeout, heap):
-        cdef Conn c = Conn.__new__(Conn)
         cdef double ct = self.connect_timeout if connect_timeout is None else connect_timeout
-        cdef double it = self.input_timeout if input_timeout is None else input_timeout
-        c.core = self
-        c.addr = address
-        c._port = port
-        c._connect_ms = _to_ms(ct)
-        c._input_ms = _to_ms(it)
-        c._heap = heap
-        c.kernel = self.kernel     # until setup(): lets delay()/post() work at once
+        cdef Conn c = self._new_conn(address, port, ct, input_timeout, heap, S_RESOLVING)
         ba = bind_address if bind_address is not None else self.bind_address
         bind = (ba, bind_port or 0) if (ba is not None or bind_port) else None
         # A numeric address is used as it is; a name is looked up off the loop.
         family = _family_of(address)
-        c.state = S_RESOLVING
-        # The id (from ReadWrite) exists before the socket does and never changes.
-        self.conns[c.id] = c
-        self.arm(c, ct)
         if self.on_initialize is not None:
             self.on_initialize(c)
         if c.state & S_ENDED:
@@ -825,23 +813,31 @@ cdef class _MultiCore(_Core):
             self.start(c, family, address, bind)
         return c
 
-    def adopt(self, int fd, str address, int port, input_timeout, heap):
-        """Take over ``fd``, a non-blocking TCP socket connected (or
-        connecting) to ``address``:``port``: the connection goes on as if
-        connect() had opened it (TLS first when configured, then
-        on_success).  ``fd`` belongs to the connection from here on."""
+    cdef Conn _new_conn(self, str address, int port, double ct, object input_timeout,
+                        dict heap, unsigned int state):
+        # A Conn counted, with its connect deadline armed, before its socket
+        # is there (the id, from ReadWrite, never changes).
         cdef Conn c = Conn.__new__(Conn)
         cdef double it = self.input_timeout if input_timeout is None else input_timeout
         c.core = self
         c.addr = address
         c._port = port
-        c._connect_ms = _to_ms(self.connect_timeout)
+        c._connect_ms = _to_ms(ct)
         c._input_ms = _to_ms(it)
         c._heap = heap
-        c.kernel = self.kernel
-        c.state = S_CONNECTING
+        c.kernel = self.kernel     # until setup(): lets delay()/post() work at once
+        c.state = state
         self.conns[c.id] = c
-        self.arm(c, self.connect_timeout)
+        self.arm(c, ct)
+        return c
+
+    def adopt(self, int fd, str address, int port, input_timeout, heap):
+        """Take over ``fd``, a non-blocking TCP socket connected (or
+        connecting) to ``address``:``port``: the connection goes on as if
+        connect() had opened it (TLS first when configured, then
+        on_success).  ``fd`` belongs to the connection from here on."""
+        cdef Conn c = self._new_conn(address, port, self.connect_timeout, input_timeout, heap,
+                                     S_CONNECTING)
         if self.on_initialize is not None:
             try:
                 self.on_initialize(c)

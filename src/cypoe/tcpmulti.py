@@ -144,7 +144,10 @@ class TCPMulti:
         it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
         if heap is not None and not isinstance(heap, dict):
             raise TypeError(f"heap: expected a dict, not {type(heap).__name__}")
-        c = self._core.connect(address, port, bind_address, bind_port, ct, it, heap)
+        return self._hold(self._core.connect(address, port, bind_address, bind_port, ct, it,
+                                             heap))
+
+    def _hold(self, c):
         if self._core.conns and not self._held:
             # Live connections keep the session alive.
             self._held = True
@@ -160,11 +163,7 @@ class TCPMulti:
         if self._ended:
             raise CypoeError("adopt: this TCPMulti has ended")
         it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
-        c = self._core.adopt(fd, address, port, it, heap)
-        if self._core.conns and not self._held:
-            self._held = True
-            self.session.retain()
-        return c
+        return self._hold(self._core.adopt(fd, address, port, it, heap))
 
     def _resolve(self, c, host, port, bind):
         attempt_id = c.id

@@ -573,7 +573,7 @@ def test_banner_reads_hold_places_in_the_concurrency(banner_servers):
     plan = Plan(TargetSet(["127.0.0.1"]), ports, seed=None)
     results = []
     scanner = scan_engine.BannerScanner(plan, timing.Timing("t", 3, None, 2.0, 0),
-                                        results.append, banners=True, read_timeout=0.2,
+                                        results.append, banners=True, read_timeout=0.5,
                                         kernel=k)
     scanner.run()
     assert len(results) == len(ports)
@@ -611,14 +611,13 @@ def test_banner_scan_shutdown_ends_reads_in_flight(banner_servers):
                                         results.append, banners=True, read_timeout=30.0,
                                         kernel=k)
     k.delay(0.3, scanner.shutdown)
-    t0 = time.monotonic()
     info = scanner.run()
-    assert time.monotonic() - t0 < 10      # not the 30 s read timeout
     assert info["interrupted"]
     found = {r["port"]: r for r in results}
     assert len(found) == len(results) == scanner.core.launched < len(ports)
     for p in srv.ports["silent"]:           # launched first (sequential order)
-        assert found[p]["state"] == "open"
+        # ended by the shutdown with nothing read, not by the 30 s read timeout
+        assert (found[p]["state"], found[p]["status"]) == ("open", "connection-closed")
     assert scanner.core.held == 0
     del scanner
     assert srv.wait_idle() and open_fds() == before

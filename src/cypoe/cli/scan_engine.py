@@ -362,24 +362,12 @@ class ConnectScanner:
     def __init__(self, plan, timing, on_result, *, kernel=None, on_other=None):
         cy = common.require("Kernel")
         self.plan = plan
-        self.on_result = on_result
-        self.on_other = on_other
         self.kernel = kernel if kernel is not None else cy.Kernel()
         limit = common.raise_nofile(timing.concurrency + 256)
         self.concurrency = max(1, min(timing.concurrency, limit - 64))
         self.interrupted = False
-        self.core = _connect_scan(self.kernel, plan, timing, self.concurrency, self._on_result,
-                                  self._on_other if on_other is not None else None,
-                                  self._on_done)
-
-    def _on_result(self, index, state, status, rtt, error):
-        t, pi = divmod(index, self.plan.nports)
-        self.on_result(make_result(self.plan.targets[t], self.plan.ports[pi],
-                                   STATE_NAMES[state], STATUS_NAMES[status],
-                                   rtt=rtt, error=error))
-
-    def _on_other(self, state, n):
-        self.on_other(STATE_NAMES[state], n)
+        self.core = _connect_scan(self.kernel, plan, timing, self.concurrency, on_result,
+                                  on_other, self._on_done)
 
     def _on_done(self):
         self.kernel.unregister_component(self)
@@ -402,18 +390,30 @@ class ConnectScanner:
 
 def _connect_scan(kernel, plan, timing, concurrency, on_result, on_other, on_done,
                   on_open=None):
-    """The compiled scan of ``plan``: its order, its targets' addresses and
-    the timing; closed and filtered ports go to ``on_result`` unless
-    ``on_other`` counts them."""
+    """The compiled scan of ``plan``, with its order, its targets' addresses
+    and the timing.  ``on_result(record)`` receives the ports reported, as
+    :func:`make_result` records; closed and filtered ones too unless
+    ``on_other(state, n)`` counts them."""
     from cypoe import _scan
     feistel = order.Permutation(plan.total, plan.seed).feistel
     keys, half = feistel if feistel is not None else (None, 0)
     walk = _scan.ScanOrder(plan.total, plan.shards, plan.shard, keys, half)
-    targets = plan.targets
+    targets, ports, nports = plan.targets, plan.ports, plan.nports
+
+    def record(index, state, status, rtt, error):
+        t, pi = divmod(index, nports)
+        on_result(make_result(targets[t], ports[pi], STATE_NAMES[state], STATUS_NAMES[status],
+                              rtt=rtt, error=error))
+
+    counted = None
+    if on_other is not None:
+        def counted(state, n):
+            on_other(STATE_NAMES[state], n)
+
     return _scan.ConnectScan(
-        kernel, walk, plan.ports, lambda t: (targets[t], targets.version_at(t)), on_result,
+        kernel, walk, ports, lambda t: (targets[t], targets.version_at(t)), record,
         concurrency=concurrency, rate=timing.rate or 0.0, timeout=timing.timeout,
-        retries=timing.retries, report_others=on_other is None, on_other=on_other,
+        retries=timing.retries, report_others=on_other is None, on_other=counted,
         on_done=on_done, on_open=on_open)
 
 
@@ -432,11 +432,9 @@ class BannerScanner(Scanner):
 
     def __init__(self, plan, timing, on_result, *, kernel=None, on_other=None, **kw):
         super().__init__(plan, timing, on_result, kernel=kernel, **kw)
-        self.count_other = on_other
         self._retained = False
-        self.core = _connect_scan(self.kernel, plan, timing, self.concurrency, self._on_scanned,
-                                  self._on_counted if on_other is not None else None,
-                                  lambda: self._schedule(0), on_open=self._on_open)
+        self.core = _connect_scan(self.kernel, plan, timing, self.concurrency, on_result,
+                                  on_other, lambda: self._schedule(0), on_open=self._on_open)
 
     def run(self):
         self.kernel.register_component(self)
@@ -477,20 +475,9 @@ class BannerScanner(Scanner):
         if self.core.finished and self.inflight == 0:
             self._finish()
 
-    def _probe_at(self, index):
-        t, pi = divmod(index, self.plan.nports)
-        return _Probe(self.plan.targets[t], self.plan.ports[pi], self.plan.targets.version_at(t))
-
-    def _on_scanned(self, index, state, status, rtt, error):
-        p = self._probe_at(index)
-        self.on_result(make_result(p.ip, p.port, STATE_NAMES[state], STATUS_NAMES[status],
-                                   rtt=rtt, error=error))
-
-    def _on_counted(self, state, n):
-        self.count_other(STATE_NAMES[state], n)
-
     def _on_open(self, index, fd, rtt):
-        p = self._probe_at(index)
+        t, pi = divmod(index, self.plan.nports)
+        p = _Probe(self.plan.targets[t], self.plan.ports[pi], self.plan.targets.version_at(t))
         p.t0 = time.monotonic() - rtt
         p.rtt = rtt
         if self.stopping or self.finished:
