@@ -34,6 +34,9 @@ def test_top_level_help_and_no_command(capsys):
     ["scan", "127.0.0.1", "-T9"],
     ["scan", "127.0.0.1", "-p", "70000"],
     ["scan", "127.0.0.1", "-p", "10-1"],
+    ["scan", "127.0.0.1", "-p", "0"],            # port 0 is not scannable
+    ["scan", "127.0.0.1", "-p", "0-5"],
+    ["scan", "127.0.0.1", "--probe", "0:hello"],
     ["scan", "999.0.0.1", "-p", "80"],
     ["scan", "-p", "80"],                        # no targets
     ["scan", "127.0.0.1", "--shards", "4", "--shard", "4"],
@@ -66,6 +69,17 @@ def test_bad_arguments_exit_2_with_usage(argv, capsys):
     err = capsys.readouterr().err
     assert "usage: cypoe" in err
     assert "error:" in err
+
+
+@pytest.mark.parametrize("spec", ["0", "0-5", "22,0", "-0"])
+def test_port_zero_is_rejected_naming_the_spec(spec, capsys):
+    """issue 11, item 14: no traceback, a clear error that names the port
+    specification, exit 2 with the scan's usage."""
+    assert main(["scan", "127.0.0.1", f"--ports={spec}"]) == 2
+    err = capsys.readouterr().err
+    assert "usage: cypoe scan" in err
+    assert "port 0" in err and repr(spec) in err
+    assert "Traceback" not in err
 
 
 def test_python_dash_m():

@@ -3,10 +3,14 @@
 ``22``, ``22,80,443``, ``8000-8100``, ``-`` or ``1-65535`` (all ports),
 ``-1024`` (1 to 1024), ``60000-`` (60000 to 65535), service names known to
 the system (``http``, ``ssh``), and any comma-separated mix of these.
+
+Port 0 is not a port one can connect to (it asks the system for "any
+port"), so a specification naming it, alone or as a range's end, is an
+error that names the specification.
 """
 import socket
 
-MIN_PORT = 0
+MIN_PORT = 1
 MAX_PORT = 65535
 
 
@@ -20,8 +24,11 @@ def _port(text, spec):
         raise PortSpecError(f"empty port in {spec!r}")
     if text.isdigit():
         n = int(text)
+        if n == 0:
+            raise PortSpecError(f"port 0 cannot be scanned (ports are {MIN_PORT}-{MAX_PORT}) "
+                                f"in {spec!r}")
         if n > MAX_PORT:
-            raise PortSpecError(f"port {n} out of range 0-65535 in {spec!r}")
+            raise PortSpecError(f"port {n} out of range {MIN_PORT}-{MAX_PORT} in {spec!r}")
         return n
     try:
         return socket.getservbyname(text, "tcp")
@@ -32,8 +39,8 @@ def _port(text, spec):
 def parse_ports(spec):
     """Parse a port specification into a sorted list of distinct ports.
 
-    ``-`` (as in ``-p-``) means 1-65535, like nmap; port 0 is only scanned
-    when asked for explicitly.
+    ``-`` (as in ``-p-``) means 1-65535, like nmap; port 0 is an error
+    (:class:`PortSpecError`, which names the specification).
     """
     if not isinstance(spec, str):
         raise TypeError("port specification must be a str")
