@@ -62,6 +62,26 @@ def test_csv_round_trip(all_results):
     assert output.banner_bytes(b) == b"\xff\xfe binary,\"quoted\"\n"
 
 
+def test_csv_escapes_control_bytes_as_json_does():
+    """A banner's NUL and control bytes never reach the CSV raw (issue 11,
+    item 18): they are escaped as JSON escapes them, and parse back."""
+    raw = b"\x00ab\x01\x1b[0m\x7f\tend\r\n\\x41 \xc2\x85 caf\xc3\xa9"
+    rec = dict(output.make_result("127.0.0.1", 7, "open", "success", banner=raw), timestamp=TS)
+    buf = io.StringIO()
+    w = output.make_writer("csv", buf)
+    w.write(rec)
+    w.close()
+    text = buf.getvalue()
+    body = text.split("\n", 1)[1]
+    assert body.count("\n") == 1 and body.endswith("\n")     # one line per record
+    assert not any((ord(c) < 32 and c != "\n") or 0x7f <= ord(c) <= 0x9f for c in text)
+    assert "\\u0000ab\\u0001\\u001b[0m\\u007f\\tend\\r\\n" in text
+    assert "café" in text                                       # text stays text
+    row = output.parse_csv(text)[0]
+    assert row["banner"] == rec["banner"]
+    assert output.banner_bytes(row) == raw
+
+
 def test_list_round_trip():
     text = _write("list", False)
     assert text.startswith("#cypoe\n") and text.endswith("# end\n")

@@ -21,6 +21,7 @@ import csv
 import datetime
 import io
 import json
+import re
 import time
 
 STATUSES = (
@@ -84,7 +85,7 @@ def make_result(ip, port, state, status, *, rtt=None, banner=None, truncated=Fal
 
 def banner_bytes(rec):
     """The exact banner bytes of a result record (None without banner)."""
-    if "banner_base64" in rec:
+    if rec.get("banner_base64"):  # a CSV row has the column, empty
         return base64.b64decode(rec["banner_base64"])
     if "banner" in rec:
         return rec["banner"].encode("utf-8")
@@ -152,6 +153,40 @@ CSV_FIELDS = ["ip", "port", "protocol", "state", "status", "rtt_ms", "banner",
               "banner_base64", "error", "timestamp"]
 
 
+# Text fields that carry what a peer sent (or an error's words about it).
+CSV_ESCAPED = ("banner", "error")
+# C0 controls, DEL and the C1 controls: written as JSON writes them, so that
+# a banner can neither break the one-line-per-record layout nor put raw
+# bytes (NUL, ESC sequences) into a terminal or a spreadsheet.  A backslash
+# is escaped too, so that the escapes read back unambiguously.
+_CSV_UNSAFE = re.compile(r"[\\\x00-\x1f\x7f-\x9f]")
+_JSON_SHORT = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\b": "\\b",
+               "\f": "\\f"}
+_CSV_ESCAPE = re.compile(r"\\(u[0-9a-fA-F]{4}|[\\nrtbf])")
+_JSON_LONG = {"n": "\n", "r": "\r", "t": "\t", "b": "\b", "f": "\f", "\\": "\\"}
+
+
+def _escape_char(m):
+    c = m.group()
+    return _JSON_SHORT.get(c) or f"\\u{ord(c):04x}"
+
+
+def _unescape_char(m):
+    e = m.group(1)
+    return _JSON_LONG[e] if len(e) == 1 else chr(int(e[1:], 16))
+
+
+def csv_escape(text):
+    """``text`` with its control characters and backslashes escaped as JSON
+    escapes them (``\\u0000``, ``\\n``, ``\\\\``); other text unchanged."""
+    return _CSV_UNSAFE.sub(_escape_char, text)
+
+
+def csv_unescape(text):
+    """The inverse of :func:`csv_escape`."""
+    return _CSV_ESCAPE.sub(_unescape_char, text)
+
+
 class CSVWriter(Writer):
     def start(self):
         self._csv = csv.DictWriter(self.fh, fieldnames=CSV_FIELDS, extrasaction="ignore",
@@ -159,6 +194,8 @@ class CSVWriter(Writer):
         self._csv.writeheader()
 
     def emit(self, rec):
+        if any(rec.get(f) and _CSV_UNSAFE.search(rec[f]) for f in CSV_ESCAPED):
+            rec = {**rec, **{f: csv_escape(rec[f]) for f in CSV_ESCAPED if rec.get(f)}}
         self._csv.writerow(rec)
 
 
@@ -247,6 +284,9 @@ def parse_csv(text):
     rows = list(csv.DictReader(io.StringIO(text)))
     for row in rows:
         row["port"] = int(row["port"])
+        for field in CSV_ESCAPED:
+            if row.get(field):
+                row[field] = csv_unescape(row[field])
     return rows
 
 
