@@ -126,15 +126,22 @@ def test_tls(tls_files):
             assert recv_exactly(s, 8) == b"secret\r\n"
 
 
-def test_bind_failure_exits_1():
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_bind_failure_exits_1_and_promises_nothing(workers):
+    """issue 11, item 16: the first line says where the server listens, so
+    it is printed only once it does; a port in use is one clear error on
+    stderr (once, whatever the number of workers) and exit status 1."""
     from .conftest import run_cli
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        proc = run_cli("serve", "--port", port, timeout=30)
+        proc = run_cli("serve", "--port", port, "--workers", workers, timeout=30)
     assert proc.returncode == 1
-    assert "bind" in proc.stderr or "listen" in proc.stderr
+    assert proc.stdout == ""
+    lines = proc.stderr.splitlines()
+    assert lines == ["cypoe serve: bind failed on 127.0.0.1:%d: Address already in use" % port], \
+        proc.stderr
 
 
 def _flood_until_held_back(sock, chunk, limit=256 << 20, stall=0.5, deadline=30.0):

@@ -120,33 +120,64 @@ def make_server(protocol, host, port, filter_kind="line", *, max_connections=Non
                      started=started, error=error, **kw)
 
 
+def run_server(protocol, host, port, filter_kind="line", *, on_ready, on_failure,
+               quiet=False, drain_timeout=DRAIN_TIMEOUT, ignore_sigint=False, **server_kw):
+    """Serve until SIGINT/SIGTERM (graceful; see :func:`drain_deadline`).
+
+    ``on_ready(port)`` runs once the socket listens (the server's
+    ``started``), never before: nothing may say where the server listens
+    until it does.  A failure before that (bind, listen) goes to
+    ``on_failure(message)`` instead, once; later listener errors are
+    printed unless ``quiet``.  Returns an exit code: 1 after any listener
+    error."""
+    cy = common.require("Kernel")
+    kernel = cy.Kernel()
+    where = f"[{host}]" if ":" in host else host
+    state = {"listening": False, "failed": False}
+
+    def on_started(server, *listener_args):
+        state["listening"] = True
+        on_ready(server.port)
+
+    def on_error(server, operation, errnum, errstr):
+        if not state["listening"]:
+            if not state["failed"]:
+                on_failure(f"{operation} failed on {where}:{port}: {errstr}")
+        elif not quiet:
+            common.err("cypoe serve", f"{operation} failed: {errstr}")
+        state["failed"] = True
+
+    server = make_server(protocol, host, port, filter_kind, kernel=kernel, started=on_started,
+                         error=on_error, **server_kw)
+    if not state["failed"]:
+        drain_deadline(kernel, server, drain_timeout, quiet, ignore_sigint)
+    # after a failure the server has ended, and so does the loop at once
+    kernel.run()
+    return 1 if state["failed"] else 0
+
+
 def serve_forever(protocol, host, port, filter_kind="line", *, max_connections=None,
                   idle_timeout=None, ssl=None, reuse_port=False, ready_fd=None, quiet=False,
                   drain_timeout=DRAIN_TIMEOUT, ignore_sigint=False):
-    """Serve until SIGINT/SIGTERM (graceful; see :func:`drain_deadline`).
-    Reports the bound port, as a line, on `ready_fd` (a failure as a line of
-    text). Returns an exit code."""
-    cy = common.require("Kernel")
-    kernel = cy.Kernel()
-    failed = []
+    """:func:`run_server` for a child process: it reports the bound port as
+    a line on ``ready_fd`` once it listens, or ``error MESSAGE`` when it
+    cannot (then it is for the reader to say; without ``ready_fd`` the
+    message goes to stderr unless ``quiet``).  Returns an exit code."""
 
-    def on_error(server, operation, errnum, errstr):
-        failed.append(f"{operation}: {errstr}")
-        if not quiet:
-            common.err("cypoe serve", f"{operation} failed: {errstr}")
-
-    server = make_server(protocol, host, port, filter_kind, max_connections=max_connections,
-                         idle_timeout=idle_timeout, ssl=ssl, reuse_port=reuse_port,
-                         kernel=kernel, error=on_error)
-    if failed:
+    def on_ready(bound):
         if ready_fd is not None:
-            _write_line(ready_fd, "error " + failed[0])
-        return 1
-    if ready_fd is not None:
-        _write_line(ready_fd, str(server.port))
-    drain_deadline(kernel, server, drain_timeout, quiet, ignore_sigint)
-    kernel.run()
-    return 1 if failed else 0
+            _write_line(ready_fd, str(bound))
+
+    def on_failure(message):
+        if ready_fd is not None:
+            _write_line(ready_fd, "error " + message)
+        elif not quiet:
+            common.err("cypoe serve", message)
+
+    return run_server(protocol, host, port, filter_kind, on_ready=on_ready,
+                      on_failure=on_failure, quiet=quiet, drain_timeout=drain_timeout,
+                      ignore_sigint=ignore_sigint, max_connections=max_connections,
+                      idle_timeout=idle_timeout, ssl=ssl, reuse_port=reuse_port)
 
 
 def _write_line(fd, text):
@@ -160,26 +191,21 @@ def serve_main(args, ssl_ctx):
                 ssl=ssl_ctx)
     drain = args.drain_timeout
     where = f"[{host}]" if ":" in host else host
-    if args.workers == 1:
-        cy = common.require("Kernel")
-        kernel = cy.Kernel()
-        failed = []
+    if args.workers > 1:
+        return _serve_workers(args, host, port, where, dict(opts, drain_timeout=drain))
 
-        def on_error(server, operation, errnum, errstr):
-            failed.append(errstr)
-            common.err("cypoe serve", f"{operation} failed: {errstr}")
-
-        server = make_server(args.protocol, host, port, args.filter_kind, kernel=kernel,
-                             error=on_error, **opts)
-        if failed:
-            return 1
-        _announce(args, where, server.port)
+    def on_ready(bound):
+        _announce(args, where, bound)
         if args.ready_fd is not None:
-            _write_line(args.ready_fd, str(server.port))
-        drain_deadline(kernel, server, drain)
-        kernel.run()
-        return 1 if failed else 0
-    return _serve_workers(args, host, port, where, dict(opts, drain_timeout=drain))
+            _write_line(args.ready_fd, str(bound))
+
+    def on_failure(message):
+        common.err("cypoe serve", message)
+        if args.ready_fd is not None:
+            _write_line(args.ready_fd, "error " + message)
+
+    return run_server(args.protocol, host, port, args.filter_kind, on_ready=on_ready,
+                      on_failure=on_failure, drain_timeout=drain, **opts)
 
 
 def _announce(args, where, port):
@@ -189,60 +215,102 @@ def _announce(args, where, port):
           flush=True)
 
 
+def _read_line(fd):
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = os.read(fd, 256)
+        if not chunk:
+            break
+        line += chunk
+    return line.decode("utf-8", "replace").strip()
+
+
 def _serve_workers(args, host, port, where, opts):
     """N processes, each with its own listening socket on the same port
-    (SO_REUSEPORT: the kernel spreads the connections)."""
+    (SO_REUSEPORT: the kernel spreads the connections).  The first line is
+    printed once every worker listens; if any cannot, its error is printed
+    (once, however many workers had it), the others are stopped, exit 1."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     holder = None
     if port == 0:
         # pick the port once and hold it while the workers bind
         holder = socket.socket(family, socket.SOCK_STREAM)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind((host, 0))
+        try:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            holder.bind((host, 0))
+        except OSError as exc:
+            holder.close()
+            common.err("cypoe serve", f"bind failed on {where}:0: {exc.strerror or exc}")
+            return 1
         port = holder.getsockname()[1]
     pids = []
     ready = []
-    for _ in range(args.workers):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
+    try:
+        for _ in range(args.workers):
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:
+                code = 1
+                try:
+                    os.close(r)
+                    for fd in ready:
+                        os.close(fd)
+                    if holder is not None:
+                        holder.close()
+                    code = serve_forever(args.protocol, host, port, args.filter_kind,
+                                         reuse_port=True, ready_fd=w, quiet=False,
+                                         ignore_sigint=True, **opts)
+                except BaseException:  # noqa: BLE001
+                    import traceback
+                    traceback.print_exc()
+                finally:
+                    os._exit(code)
+            os.close(w)
+            pids.append(pid)
+            ready.append(r)
+        failures = []
+        while ready:
+            r = ready.pop(0)
             try:
-                os.close(r)
-                if holder is not None:
-                    holder.close()
-                code = serve_forever(args.protocol, host, port, args.filter_kind,
-                                     reuse_port=True, ready_fd=w, quiet=False,
-                                     ignore_sigint=True, **opts)
-            except BaseException:  # noqa: BLE001
-                import traceback
-                traceback.print_exc()
+                line = _read_line(r)
             finally:
-                os._exit(code)
-        os.close(w)
-        pids.append(pid)
-        ready.append(r)
-    ok = True
-    for r in ready:
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = os.read(r, 256)
-            if not chunk:
-                break
-            line += chunk
-        os.close(r)
-        if not line.strip().isdigit():
-            ok = False
-    if holder is not None:
-        holder.close()
-    if not ok:
-        common.err("cypoe serve", "a worker failed to start")
-        _stop_all(pids)
-        return 1
-    _announce(args, where, port)
-    if args.ready_fd is not None:
-        _write_line(args.ready_fd, str(port))
+                os.close(r)
+            if line.startswith("error "):
+                failures.append(line[len("error "):])
+            elif not line.isdigit():
+                failures.append("a worker exited before listening")
+        if holder is not None:
+            holder.close()
+            holder = None
+        if failures:
+            for message in dict.fromkeys(failures):  # each once, in order
+                common.err("cypoe serve", message)
+            if args.ready_fd is not None:
+                _write_line(args.ready_fd, "error " + failures[0])
+            _stop_all(pids)
+            pids = []
+            return 1
+        _announce(args, where, port)
+        if args.ready_fd is not None:
+            _write_line(args.ready_fd, str(port))
+        code = _wait_workers(pids)
+        pids = []
+        return code
+    finally:
+        # an exception (Ctrl-C while starting, stdout closed under the first
+        # line): no worker outlives this process
+        for fd in ready:
+            os.close(fd)
+        if holder is not None:
+            holder.close()
+        if pids:
+            _stop_all(pids)
+
+
+def _wait_workers(pids):
+    """Wait for the workers; SIGINT/SIGTERM here is forwarded to them as
+    SIGTERM (each drains gracefully).  Exit code 1 if any failed."""
     stop = []
 
     def forward(signum, frame):
