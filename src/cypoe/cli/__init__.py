@@ -5,12 +5,14 @@
 ``add_parser(subparsers)`` and ``run(args) -> int``; the parsers import
 nothing of the network layers, so ``--help`` and argument errors never
 need the compiled core.  Bad arguments print a usage message and give exit
-code 2, as argparse does.
+code 2, as argparse does.  A closed standard output (``cypoe … | head -1``)
+ends any command quietly with 141, as SIGPIPE ends other Unix tools
+(:func:`cypoe.cli.common.run_guarded`).
 """
 import argparse
 import sys
 
-from cypoe.cli import bench, load, scan, serve
+from cypoe.cli import bench, common, load, scan, serve
 
 COMMANDS = {"load": load, "scan": scan, "serve": serve, "bench": bench}
 
@@ -48,7 +50,7 @@ def main(argv=None):
             print("cypoe: error: a command is required (load, scan, serve or bench)",
                   file=sys.stderr)
             return 2
-        return int(args._run(args) or 0)
+        return int(common.run_guarded(lambda: args._run(args)) or 0)
     except SystemExit as exc:  # argparse: --help (0), bad arguments (2)
         code = exc.code
         if code is None:

@@ -121,7 +121,83 @@ def raise_nofile(wanted):
 
 
 def err(prog, message):
-    print(f"{prog}: {message}", file=sys.stderr)
+    # one write, so that lines from several processes do not interleave
+    sys.stderr.write(f"{prog}: {message}\n")
+    sys.stderr.flush()
+
+
+# -- a closed standard output ---------------------------------------------------
+
+# What a shell reports for a command that SIGPIPE ended: 128 + SIGPIPE.
+EXIT_OUTPUT_CLOSED = 141
+
+
+class OutputClosed(BaseException):
+    """The reader of an output went away (EPIPE).  A BaseException, as
+    KeyboardInterrupt is, so that it is not one more error of the callback
+    that wrote (the kernel logs those and goes on) but ends the command."""
+
+
+class ClosedPipeGuard:
+    """A text stream whose writes raise :class:`OutputClosed` instead of
+    BrokenPipeError; everything else is the wrapped stream's."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        try:
+            return self.stream.write(text)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def writelines(self, lines):
+        try:
+            return self.stream.writelines(lines)
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def flush(self):
+        try:
+            return self.stream.flush()
+        except BrokenPipeError:
+            raise OutputClosed from None
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
+
+
+def discard_output(stream):
+    """After EPIPE: point ``stream``'s descriptor at /dev/null, so that what
+    its buffer still holds is not written (and fails) at exit."""
+    import os
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
+
+
+def run_guarded(command):
+    """Run ``command()`` with ``sys.stdout`` guarded: the first write to a
+    closed stdout, wherever it happens (in a loop's callback too), ends the
+    command with :data:`EXIT_OUTPUT_CLOSED` and nothing on stderr, as SIGPIPE
+    ends other Unix tools.  Returns command()'s result otherwise."""
+    stream = sys.stdout
+    guard = ClosedPipeGuard(stream)
+    sys.stdout = guard
+    try:
+        return command()
+    except OutputClosed:
+        discard_output(stream)
+        return EXIT_OUTPUT_CLOSED
+    finally:
+        if sys.stdout is guard:
+            sys.stdout = stream
 
 
 def reap(pids, timeout=10.0, sig=None):

@@ -568,7 +568,10 @@ def _worker_main(plan, timing, wfd, counted, kw):
     ``wfd`` as JSON lines: ``["r", record]``, ``["c", state, n]`` (closed
     and filtered ports when only counts are wanted), ``["d", info]`` last."""
     import json
-    out = os.fdopen(wfd, "w", buffering=1 << 16)
+    pipe = os.fdopen(wfd, "w", buffering=1 << 16)
+    # The parent gone (its own stdout closed, or killed): the first write
+    # that fails ends this worker, quietly (OutputClosed leaves the loop).
+    out = common.ClosedPipeGuard(pipe)
 
     def on_result(rec):
         out.write(json.dumps(["r", rec], separators=(",", ":")) + "\n")
@@ -587,7 +590,8 @@ def _worker_main(plan, timing, wfd, counted, kw):
     info = scan(plan, timing, on_result, on_other=on_other if counted else None,
                 kernel=kernel, **kw)
     out.write(json.dumps(["d", info]) + "\n")
-    out.close()
+    out.flush()
+    pipe.close()
 
 
 def scan_workers(plan, timing, workers, on_result, *, on_other=None, **kw):
@@ -616,6 +620,8 @@ def scan_workers(plan, timing, workers, on_result, *, on_other=None, **kw):
                     os.close(fd)
                 _worker_main(sub, tm, wfd, on_other is not None, kw)
                 code = 0
+            except common.OutputClosed:
+                code = common.EXIT_OUTPUT_CLOSED
             except BaseException:  # noqa: BLE001 - a worker must never return
                 import traceback
                 traceback.print_exc()
