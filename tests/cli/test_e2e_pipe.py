@@ -97,3 +97,26 @@ def test_stdout_guard_in_process():
         sys.stdout = saved
     assert rc == 141
     assert swallowed == []
+
+
+def test_scan_into_a_fifo_whose_reader_goes_away(tmp_path):
+    """-o FIFO: the same as a closed stdout (and stdout itself is left alone)."""
+    import os
+    import threading
+    fifo = tmp_path / "out.fifo"
+    os.mkfifo(fifo)
+    got = []
+
+    def read_a_little():
+        with open(fifo, "rb") as fh:
+            got.append(fh.read(100))
+
+    reader = threading.Thread(target=read_a_little, daemon=True)
+    reader.start()
+    proc = subprocess.run([sys.executable, "-m", "cypoe", "scan", "127.0.0.1", "-p", "1-10000",
+                           "--all", "--timeout", "2s", "-o", str(fifo)], env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    reader.join(10)
+    assert got and got[0].startswith(b"{")
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+    assert proc.returncode == 141

@@ -135,7 +135,8 @@ EXIT_OUTPUT_CLOSED = 141
 class OutputClosed(BaseException):
     """The reader of an output went away (EPIPE).  A BaseException, as
     KeyboardInterrupt is, so that it is not one more error of the callback
-    that wrote (the kernel logs those and goes on) but ends the command."""
+    that wrote (the kernel logs those and goes on) but ends the command.
+    ``args[0]``: the stream whose reader went away."""
 
 
 class ClosedPipeGuard:
@@ -149,19 +150,25 @@ class ClosedPipeGuard:
         try:
             return self.stream.write(text)
         except BrokenPipeError:
-            raise OutputClosed from None
+            raise OutputClosed(self.stream) from None
 
     def writelines(self, lines):
         try:
             return self.stream.writelines(lines)
         except BrokenPipeError:
-            raise OutputClosed from None
+            raise OutputClosed(self.stream) from None
 
     def flush(self):
         try:
             return self.stream.flush()
         except BrokenPipeError:
-            raise OutputClosed from None
+            raise OutputClosed(self.stream) from None
+
+    def close(self):
+        try:
+            return self.stream.close()
+        except BrokenPipeError:
+            raise OutputClosed(self.stream) from None
 
     def __getattr__(self, name):
         return getattr(self.stream, name)
@@ -192,8 +199,8 @@ def run_guarded(command):
     sys.stdout = guard
     try:
         return command()
-    except OutputClosed:
-        discard_output(stream)
+    except OutputClosed as exc:
+        discard_output(exc.args[0] if exc.args else stream)
         return EXIT_OUTPUT_CLOSED
     finally:
         if sys.stdout is guard:

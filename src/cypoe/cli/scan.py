@@ -260,7 +260,8 @@ def run(args):
     out_fh = sys.stdout if args.output in (None, "-") else None
     if out_fh is None:
         try:
-            out_fh = open(args.output, "w", encoding="utf-8", newline="")
+            # a FIFO's reader may go away too: as for stdout, that ends the scan
+            out_fh = common.ClosedPipeGuard(open(args.output, "w", encoding="utf-8", newline=""))
         except OSError as exc:
             common.err(prog, f"{args.output}: {exc.strerror}")
             return 1
