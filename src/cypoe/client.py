@@ -10,7 +10,8 @@ import os
 import socket
 import threading
 
-from cypoe._components import _ClientCore, call_soon, family_of, make_filter_py
+from cypoe._components import (CALLBACK_FAILED, _ClientCore, call_soon, call_user, family_of,
+                               make_filter_py)
 from cypoe.errors import CypoeError
 from cypoe._component import (callable_or_none, check_args, choose_filters, check_marks,
                               check_states, check_timeout, client_tls_context, enlist,
@@ -110,10 +111,7 @@ class Client:
         self.shutting_down = False
         self._hook = enlist(self, k, alias, self.shutdown)
         if started is not None:
-            try:
-                started(self, *self.args)
-            except Exception as exc:
-                k.report_exception("Exception in the Client's started callback", exc, self)
+            call_user(k, "the Client's started callback", started, self, *self.args)
         if autoconnect and self._link is None and not self._ended:
             self.connect()
         elif not autoconnect:
@@ -218,12 +216,9 @@ class Client:
             peer = (self.remote_address, self.remote_port)
         self._peer = peer
         if self._pre_connect is not None:
-            try:
-                result = self._pre_connect(self, sock)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in pre_connect", exc, self)
-                result = None
-            if result is None:
+            result = call_user(self.kernel, "the Client's pre_connect callback (the "
+                               "connection is closed)", self._pre_connect, self, sock)
+            if result is None or result is CALLBACK_FAILED:
                 link.abort(False)
                 self._link = None
                 self._report_connect_error("connect", errno.ECONNABORTED,
@@ -259,11 +254,9 @@ class Client:
         if link is not self._link or link.ended:
             return
         if self._connected_cb is not None:
-            try:
-                self._connected_cb(self, self._sock, self._peer[0], self._peer[1])
-            except Exception as exc:
-                self.kernel.report_exception("Exception in the Client's connected callback",
-                                             exc, self)
+            if call_user(self.kernel, "the Client's connected callback (the connection is "
+                         "closed)", self._connected_cb, self, self._sock, self._peer[0],
+                         self._peer[1]) is CALLBACK_FAILED:
                 link.abort(True)
 
     def _connect_failed(self, link, op, errnum, errstr):
@@ -283,10 +276,8 @@ class Client:
     def _report_connect_error(self, op, errnum, errstr):
         attempt = self._attempt
         if self._connect_error_cb is not None:
-            try:
-                self._connect_error_cb(self, op, errnum, errstr)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in connect_error", exc, self)
+            call_user(self.kernel, "the Client's connect_error callback",
+                      self._connect_error_cb, self, op, errnum, errstr)
         else:
             _log.warning("cypoe: Client %s:%s %s error %d: %s", self.remote_address,
                          self.remote_port, op, errnum, errstr)
@@ -299,11 +290,8 @@ class Client:
         self._link = None
         attempt = self._attempt
         if self._disconnected_cb is not None:
-            try:
-                self._disconnected_cb(self)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in the Client's disconnected callback",
-                                             exc, self)
+            call_user(self.kernel, "the Client's disconnected callback", self._disconnected_cb,
+                      self)
         if attempt == self._attempt:
             self._maybe_end()
 
@@ -331,11 +319,7 @@ class Client:
 
     def _run_event(self, event, args):
         if callable(event):
-            try:
-                return event(self, *args)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in a Client callback", exc, self)
-                return None
+            return self._call_handler("a Client event callback", event, args)
         if event == "shutdown":
             return self.shutdown()
         if event == "reconnect":
@@ -347,11 +331,19 @@ class Client:
             self.kernel.report_exception(f"Client: no state {event!r}",
                                          CypoeError(f"no state {event!r}"), self)
             return None
-        try:
-            return fn(self, *args)
-        except Exception as exc:
-            self.kernel.report_exception(f"Exception in Client state {event!r}", exc, self)
+        return self._call_handler(f"Client state {event!r}", fn, args)
+
+    def _call_handler(self, where, fn, args):
+        # A state handler or event callback that raises closes the
+        # connection it ran for (``disconnected`` follows), as any other
+        # callback does.
+        link = self._link
+        result = call_user(self.kernel, where + " (the connection is closed)", fn, self, *args)
+        if result is CALLBACK_FAILED:
+            if link is not None and link is self._link and link.established:
+                link.abort(True)
             return None
+        return result
 
     def _timer_fired(self, event, args):
         try:
