@@ -42,7 +42,7 @@ def resolve_async(kernel, host, port, family, on_done):
 class Client:
     """A TCP client (POE::Component::Client::TCP); see API.md "Client"."""
 
-    def __init__(self, *, remote_address, remote_port, bind_address=None,
+    def __init__(self, *, remote_address, remote_port=None, bind_address=None,
                  bind_port=None, domain=None, connect_timeout=None, alias=None, args=(),
                  started=None, connected=None, connect_error=None, disconnected=None,
                  server_input, server_error=None, server_flushed=None,
@@ -59,15 +59,19 @@ class Client:
                          ("server_error", server_error), ("server_flushed", server_flushed),
                          ("pre_connect", pre_connect)):
             callable_or_none(name, cb)
-        self._check_address(remote_address, remote_port)
+        if domain not in (None, socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+            raise ValueError(f"domain: expected None, AF_INET, AF_INET6 or AF_UNIX, "
+                             f"not {domain!r}")
+        self._check_address(remote_address, remote_port, domain)
         if bind_address is not None and not isinstance(bind_address, str):
             raise TypeError("bind_address: expected a str")
-        if bind_port is not None and (isinstance(bind_port, bool)
-                                      or not isinstance(bind_port, int)
-                                      or not 0 <= bind_port <= 65535):
+        if domain == socket.AF_UNIX:
+            if bind_port is not None:
+                raise ValueError("bind_port: a UNIX socket has no port (give None)")
+        elif bind_port is not None and (isinstance(bind_port, bool)
+                                        or not isinstance(bind_port, int)
+                                        or not 0 <= bind_port <= 65535):
             raise ValueError(f"bind_port: expected a port number 0-65535, not {bind_port!r}")
-        if domain not in (None, socket.AF_INET, socket.AF_INET6):
-            raise ValueError(f"domain: expected None, AF_INET or AF_INET6, not {domain!r}")
         in_filter, out_filter = choose_filters("", filter, input_filter, output_filter)
         high, low = check_marks(("high_mark", "low_mark", "server_high", "server_low"),
                                 (high_mark, low_mark, server_high, server_low))
@@ -119,7 +123,16 @@ class Client:
             call_soon(k, self._maybe_end)
 
     @staticmethod
-    def _check_address(address, port):
+    def _check_address(address, port, domain):
+        if domain == socket.AF_UNIX:
+            # POE's SocketFactory connects a UNIX socket to a path, no port.
+            if not isinstance(address, str) or not address:
+                raise TypeError(f"remote_address: expected the socket's path (str), "
+                                f"not {address!r}")
+            if port is not None:
+                raise ValueError(f"remote_port: a UNIX socket has no port (give None), "
+                                 f"not {port!r}")
+            return
         if not isinstance(address, str) or not address:
             raise TypeError(f"remote_address: expected a host name or address (str), "
                             f"not {address!r}")
@@ -136,7 +149,7 @@ class Client:
         if address is not None or port is not None:
             a = address if address is not None else self.remote_address
             p = port if port is not None else self.remote_port
-            self._check_address(a, p)
+            self._check_address(a, p, self.domain)
             self.remote_address, self.remote_port = a, p
         self._drop_link()
         self.shutting_down = False
@@ -174,8 +187,12 @@ class Client:
                                              exc.errno or 0, exc.strerror or str(exc))
             return
         sock = fd
+        unix = family == socket.AF_UNIX
         try:
-            if self.bind_address is not None or self.bind_port:
+            if unix:
+                if self.bind_address is not None:
+                    sock.bind(self.bind_address)
+            elif self.bind_address is not None or self.bind_port:
                 sock.bind((self.bind_address or ("::" if family == socket.AF_INET6
                                                  else "0.0.0.0"), self.bind_port or 0))
         except OSError as exc:
@@ -183,9 +200,16 @@ class Client:
             call_soon(self.kernel, self._report_connect_error, "bind",
                                              exc.errno or 0, exc.strerror or str(exc))
             return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex((numeric, self.remote_port))
-        if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+        if unix:
+            err = sock.connect_ex(numeric)
+            # EAGAIN on a UNIX socket is a full backlog, not a connect in
+            # progress: the attempt has failed.
+            in_progress = (0, errno.EINPROGRESS)
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = sock.connect_ex((numeric, self.remote_port))
+            in_progress = (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
+        if err not in in_progress:
             sock.close()
             call_soon(self.kernel, self._report_connect_error, "connect", err, os.strerror(err))
             return
@@ -214,6 +238,8 @@ class Client:
             peer = sock.getpeername()
         except OSError:
             peer = (self.remote_address, self.remote_port)
+        if not isinstance(peer, tuple):
+            peer = (peer or self.remote_address, None)    # UNIX: the path, no port
         self._peer = peer
         if self._pre_connect is not None:
             result = call_user(self.kernel, "the Client's pre_connect callback (the "
@@ -426,4 +452,6 @@ class Client:
 
     def __repr__(self):
         state = "connected" if self.connected else ("ended" if self._ended else "idle")
-        return f"<cypoe.Client {self.remote_address}:{self.remote_port} {state}>"
+        where = (self.remote_address if self.remote_port is None
+                 else f"{self.remote_address}:{self.remote_port}")
+        return f"<cypoe.Client {where} {state}>"
