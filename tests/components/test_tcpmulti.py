@@ -1,5 +1,9 @@
 import errno
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -387,3 +391,41 @@ def test_connect_while_dying_raises(kernel):
         m.connect("127.0.0.1", server.port)
     kernel.run()
     assert m.ended
+
+
+def test_connects_beyond_the_fd_limit_fail_one_by_one(tmp_path):
+    """In a subprocess with RLIMIT_NOFILE 1024: 2000 connects made before
+    run() -- those past the limit get on_failure(conn, "socket", EMFILE,
+    ...), every connection gets exactly one terminal callback, and the run
+    goes on to its end (issue 11)."""
+    script = textwrap.dedent("""
+        import collections, errno, resource, socket
+        import cypoe
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(4096)        # never accepted: the queue holds no fd here
+        port = lst.getsockname()[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+        k = cypoe.Kernel()
+        failures = collections.Counter()
+        ends = collections.Counter()
+        successes = []
+        m = cypoe.TCPMulti(kernel=k, on_input=lambda c, r: None,
+                           on_success=lambda c: (successes.append(c.id), c.shutdown()),
+                           on_failure=lambda c, op, n, s: failures.update([(op, n)]),
+                           on_disconnected=lambda c: ends.update([c.id]),
+                           on_timeout=lambda c: ends.update([c.id]), connect_timeout=20)
+        conns = [m.connect("127.0.0.1", port) for _ in range(2000)]
+        k.run()
+        print(failures[("socket", errno.EMFILE)], sum(failures.values()), len(successes),
+              len(ends), max(ends.values()), sorted(ends) == sorted(c.id for c in conns),
+              m.connections)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    emfile, failed, succeeded, ended, most, all_ended, left = proc.stdout.split()
+    assert int(emfile) > 0 and int(emfile) == int(failed)
+    assert int(succeeded) > 0 and int(emfile) + int(succeeded) <= 2000
+    assert int(ended) == 2000 and int(most) == 1 and all_ended == "True" and left == "0"
