@@ -108,6 +108,9 @@ CALLBACK_FAILED = _CallbackFailed()
 
 
 cdef int report_callback_exception(Kernel k, str where, object exc, object obj) except -1:
+    if k is None:       # not attached to a kernel yet: nobody else to tell
+        _log.error("Exception in %s", where, exc_info=exc)
+        return 0
     k.report_exception(f"Exception in {where}", exc, obj)
     return 0
 
@@ -278,7 +281,7 @@ cdef class _Link(ReadWrite):
 
     cdef int _user_exception(self, object exc) except -1:
         report_callback_exception(
-            self.core.kernel,
+            self.core.kernel if self.core is not None else self.kernel,
             f"a {type(self).__name__} callback (the connection is closed)", exc, self)
         self._end(True)
         return 0
