@@ -85,6 +85,52 @@ cdef object make_filter(object spec, str name):
                     f"not {type(spec).__name__}")
 
 
+# -- user callbacks ------------------------------------------------------------
+#
+# Every callback of a component is called through invoke() (directly, or
+# from a ReadWrite hook whose exception reaches _Link._user_exception, which
+# reports through the same function): an exception is reported with its
+# traceback through the kernel's exception handler (logger ``cypoe`` by
+# default) and the caller closes what the callback concerned -- its
+# connection, never the component or the loop.
+
+@cython.final
+cdef class _CallbackFailed:
+    def __repr__(self):
+        return "<cypoe callback failed>"
+
+    def __bool__(self):
+        return False
+
+
+# What invoke() / call_user() return when the callback raised.
+CALLBACK_FAILED = _CallbackFailed()
+
+
+cdef int report_callback_exception(Kernel k, str where, object exc, object obj) except -1:
+    if k is None:       # not attached to a kernel yet: nobody else to tell
+        _log.error("Exception in %s", where, exc_info=exc)
+        return 0
+    k.report_exception(f"Exception in {where}", exc, obj)
+    return 0
+
+
+cdef object invoke(Kernel k, str where, object fn, object first, tuple args):
+    """``fn(first, *args)``; CALLBACK_FAILED when it raised (reported)."""
+    try:
+        return call_with_first(fn, first, args)
+    except Exception as exc:
+        report_callback_exception(k, where, exc, first)
+        return CALLBACK_FAILED
+
+
+def call_user(Kernel kernel, str where, fn, first, *args):
+    """``fn(first, *args)`` for the Python halves of the components: an
+    exception is reported (``"Exception in " + where``) and CALLBACK_FAILED
+    returned, for the caller to close what the callback concerned."""
+    return invoke(kernel, where, fn, first, args)
+
+
 def _default_error_is_quiet(int errnum):
     return errnum == 0 or errnum == ECONNRESET
 
@@ -234,9 +280,9 @@ cdef class _Link(ReadWrite):
         return 0
 
     cdef int _user_exception(self, object exc) except -1:
-        self.kernel.report_exception(
-            f"Exception in a {type(self).__name__} callback (the connection is closed)",
-            exc, self)
+        report_callback_exception(
+            self.core.kernel if self.core is not None else self.kernel,
+            f"a {type(self).__name__} callback (the connection is closed)", exc, self)
         self._end(True)
         return 0
 
@@ -317,7 +363,7 @@ cdef class _Link(ReadWrite):
         states = self.core.owner._states
         fn = states.get(event) if states is not None else None
         if fn is None:
-            self.kernel.report_exception(
+            self.core.kernel.report_exception(
                 f"{type(self).__name__}: no state {event!r}",
                 CypoeError(f"no state {event!r}"), self)
             return
@@ -534,11 +580,12 @@ cdef class _ServerCore(_Core):
             rip, rport = "LOCAL", None
         if self.acceptor is not None:
             sock = _socket.socket(self.family, _socket.SOCK_STREAM, 0, fd)
-            try:
-                self.acceptor(self.owner, sock, addr, rport)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in the Server's acceptor", exc,
-                                             self.owner)
+            if invoke(self.kernel, "the Server's acceptor (the connection is closed)",
+                      self.acceptor, self.owner, (sock, addr, rport)) is CALLBACK_FAILED:
+                # the connection the acceptor failed on ends here: its
+                # socket closes and its slot is free again
+                sock.close()
+                self._release_slot()
             return 0
         conn = Connection.__new__(Connection)
         conn.core = self
@@ -548,13 +595,9 @@ cdef class _ServerCore(_Core):
         conn.state = S_OPEN
         if self.client_pre_connect is not None:
             sock = _socket.socket(self.family, _socket.SOCK_STREAM, 0, fd)
-            try:
-                result = self.client_pre_connect(conn, sock)
-            except Exception as exc:
-                self.kernel.report_exception(
-                    "Exception in client_pre_connect (the connection is closed)", exc, conn)
-                result = None
-            if result is None:
+            result = invoke(self.kernel, "client_pre_connect (the connection is closed)",
+                            self.client_pre_connect, conn, (sock,))
+            if result is None or result is CALLBACK_FAILED:
                 sock.close()
                 conn.state |= S_ENDED
                 self._release_slot()
@@ -604,10 +647,7 @@ cdef class _ServerCore(_Core):
     cdef int link_ended(self, _Link link) except -1:
         cdef Connection conn = <Connection>link
         if conn.state & S_CONNECTED and self.client_disconnected is not None:
-            try:
-                self.client_disconnected(conn)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in client_disconnected", exc, conn)
+            invoke(self.kernel, "client_disconnected", self.client_disconnected, conn, ())
         self._release_slot()
         return 0
 
@@ -804,7 +844,8 @@ cdef class _MultiCore(_Core):
         # A numeric address is used as it is; a name is looked up off the loop.
         family = _family_of(address)
         if self.on_initialize is not None:
-            self.on_initialize(c)
+            # an exception ends the connection: on_disconnected follows
+            c._call_user(self.on_initialize, ())
         if c.state & S_ENDED:
             return c
         if family == 0:
@@ -839,12 +880,7 @@ cdef class _MultiCore(_Core):
         cdef Conn c = self._new_conn(address, port, self.connect_timeout, input_timeout, heap,
                                      S_CONNECTING)
         if self.on_initialize is not None:
-            try:
-                self.on_initialize(c)
-            except BaseException:
-                self.conns.pop(c.id, None)
-                os.close(fd)
-                raise
+            c._call_user(self.on_initialize, ())
         if c.state & S_ENDED:
             os.close(fd)
             return c
@@ -897,10 +933,7 @@ cdef class _MultiCore(_Core):
         cdef Conn c = <Conn>link
         c._end(False)
         if self.on_timeout is not None:
-            try:
-                self.on_timeout(c)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in on_timeout", exc, c)
+            invoke(self.kernel, "on_timeout", self.on_timeout, c, ())
             self.owner._conn_gone(c)
         else:
             # Without on_timeout the terminal callback is on_disconnected.
@@ -909,10 +942,7 @@ cdef class _MultiCore(_Core):
 
     cdef int link_ended(self, _Link link) except -1:
         if self.on_disconnected is not None:
-            try:
-                self.on_disconnected(link)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in on_disconnected", exc, link)
+            invoke(self.kernel, "on_disconnected", self.on_disconnected, link, ())
         self.owner._conn_gone(link)
         return 0
 
@@ -982,8 +1012,9 @@ cdef class ClientLink(_Link):
         return 0
 
     cdef int _user_exception(self, object exc) except -1:
-        self.kernel.report_exception(
-            "Exception in a Client callback (the connection is closed)", exc, self.core.owner)
+        report_callback_exception(
+            self.core.kernel, "a Client callback (the connection is closed)", exc,
+            self.core.owner)
         self._end(True)
         return 0
 
@@ -1013,6 +1044,11 @@ cdef class ClientLink(_Link):
     @property
     def ended(self):
         return (self.state & S_ENDED) != 0
+
+    @property
+    def established(self):
+        """Connected (after TLS) and not ended: ``disconnected`` follows its end."""
+        return (self.state & S_CONNECTED) != 0 and not (self.state & S_ENDED)
 
     @property
     def fd_(self):

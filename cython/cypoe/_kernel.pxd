@@ -104,8 +104,9 @@ cdef class Kernel:
     cdef int cancel_timer(self, Timer t) except -1
     cdef int call_soon(self, object callback, tuple args) except -1
     cdef int enqueue_event(self, object target, str event, tuple args) except -1
-    # Report an exception raised by user code; never raises.
-    cdef void report_exception(self, str message, object exc, object obj=*)
+    # Report an exception raised by user code; never raises.  cpdef: the
+    # Python halves of the components report through it too.
+    cpdef void report_exception(self, str message, object exc, object obj=*)
     cdef int _run_once(self, double timeout) except -1
     cdef int _ensure_fd(self, int fd) except -1
     cdef int _compact_heap(self) except -1

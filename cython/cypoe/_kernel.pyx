@@ -467,7 +467,10 @@ cdef class Kernel:
         self._ready.append((target, event, args))
         return 0
 
-    cdef void report_exception(self, str message, object exc, object obj=None):
+    cpdef void report_exception(self, str message, object exc, object obj=None):
+        """Report ``exc``, raised by user code, to the exception handler
+        (``handler(kernel, {"message", "exception", "object"})``), or log
+        it with its traceback on logger ``cypoe``; never raises."""
         cdef dict context = {"message": message, "exception": exc}
         if obj is not None:
             context["object"] = obj

@@ -10,7 +10,8 @@ import os
 import socket
 import threading
 
-from cypoe._components import _ClientCore, call_soon, family_of, make_filter_py
+from cypoe._components import (CALLBACK_FAILED, _ClientCore, call_soon, call_user, family_of,
+                               make_filter_py)
 from cypoe.errors import CypoeError
 from cypoe._component import (callable_or_none, check_args, choose_filters, check_marks,
                               check_states, check_timeout, client_tls_context, enlist,
@@ -41,7 +42,7 @@ def resolve_async(kernel, host, port, family, on_done):
 class Client:
     """A TCP client (POE::Component::Client::TCP); see API.md "Client"."""
 
-    def __init__(self, *, remote_address, remote_port, bind_address=None,
+    def __init__(self, *, remote_address, remote_port=None, bind_address=None,
                  bind_port=None, domain=None, connect_timeout=None, alias=None, args=(),
                  started=None, connected=None, connect_error=None, disconnected=None,
                  server_input, server_error=None, server_flushed=None,
@@ -58,15 +59,19 @@ class Client:
                          ("server_error", server_error), ("server_flushed", server_flushed),
                          ("pre_connect", pre_connect)):
             callable_or_none(name, cb)
-        self._check_address(remote_address, remote_port)
+        if domain not in (None, socket.AF_INET, socket.AF_INET6, socket.AF_UNIX):
+            raise ValueError(f"domain: expected None, AF_INET, AF_INET6 or AF_UNIX, "
+                             f"not {domain!r}")
+        self._check_address(remote_address, remote_port, domain)
         if bind_address is not None and not isinstance(bind_address, str):
             raise TypeError("bind_address: expected a str")
-        if bind_port is not None and (isinstance(bind_port, bool)
-                                      or not isinstance(bind_port, int)
-                                      or not 0 <= bind_port <= 65535):
+        if domain == socket.AF_UNIX:
+            if bind_port is not None:
+                raise ValueError("bind_port: a UNIX socket has no port (give None)")
+        elif bind_port is not None and (isinstance(bind_port, bool)
+                                        or not isinstance(bind_port, int)
+                                        or not 0 <= bind_port <= 65535):
             raise ValueError(f"bind_port: expected a port number 0-65535, not {bind_port!r}")
-        if domain not in (None, socket.AF_INET, socket.AF_INET6):
-            raise ValueError(f"domain: expected None, AF_INET or AF_INET6, not {domain!r}")
         in_filter, out_filter = choose_filters("", filter, input_filter, output_filter)
         high, low = check_marks(("high_mark", "low_mark", "server_high", "server_low"),
                                 (high_mark, low_mark, server_high, server_low))
@@ -110,10 +115,7 @@ class Client:
         self.shutting_down = False
         self._hook = enlist(self, k, alias, self.shutdown)
         if started is not None:
-            try:
-                started(self, *self.args)
-            except Exception as exc:
-                k.report_exception("Exception in the Client's started callback", exc, self)
+            call_user(k, "the Client's started callback", started, self, *self.args)
         if autoconnect and self._link is None and not self._ended:
             self.connect()
         elif not autoconnect:
@@ -121,7 +123,16 @@ class Client:
             call_soon(k, self._maybe_end)
 
     @staticmethod
-    def _check_address(address, port):
+    def _check_address(address, port, domain):
+        if domain == socket.AF_UNIX:
+            # POE's SocketFactory connects a UNIX socket to a path, no port.
+            if not isinstance(address, str) or not address:
+                raise TypeError(f"remote_address: expected the socket's path (str), "
+                                f"not {address!r}")
+            if port is not None:
+                raise ValueError(f"remote_port: a UNIX socket has no port (give None), "
+                                 f"not {port!r}")
+            return
         if not isinstance(address, str) or not address:
             raise TypeError(f"remote_address: expected a host name or address (str), "
                             f"not {address!r}")
@@ -138,7 +149,7 @@ class Client:
         if address is not None or port is not None:
             a = address if address is not None else self.remote_address
             p = port if port is not None else self.remote_port
-            self._check_address(a, p)
+            self._check_address(a, p, self.domain)
             self.remote_address, self.remote_port = a, p
         self._drop_link()
         self.shutting_down = False
@@ -176,8 +187,12 @@ class Client:
                                              exc.errno or 0, exc.strerror or str(exc))
             return
         sock = fd
+        unix = family == socket.AF_UNIX
         try:
-            if self.bind_address is not None or self.bind_port:
+            if unix:
+                if self.bind_address is not None:
+                    sock.bind(self.bind_address)
+            elif self.bind_address is not None or self.bind_port:
                 sock.bind((self.bind_address or ("::" if family == socket.AF_INET6
                                                  else "0.0.0.0"), self.bind_port or 0))
         except OSError as exc:
@@ -185,9 +200,16 @@ class Client:
             call_soon(self.kernel, self._report_connect_error, "bind",
                                              exc.errno or 0, exc.strerror or str(exc))
             return
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        err = sock.connect_ex((numeric, self.remote_port))
-        if err not in (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK):
+        if unix:
+            err = sock.connect_ex(numeric)
+            # EAGAIN on a UNIX socket is a full backlog, not a connect in
+            # progress: the attempt has failed.
+            in_progress = (0, errno.EINPROGRESS)
+        else:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = sock.connect_ex((numeric, self.remote_port))
+            in_progress = (0, errno.EINPROGRESS, errno.EAGAIN, errno.EWOULDBLOCK)
+        if err not in in_progress:
             sock.close()
             call_soon(self.kernel, self._report_connect_error, "connect", err, os.strerror(err))
             return
@@ -216,14 +238,13 @@ class Client:
             peer = sock.getpeername()
         except OSError:
             peer = (self.remote_address, self.remote_port)
+        if not isinstance(peer, tuple):
+            peer = (peer or self.remote_address, None)    # UNIX: the path, no port
         self._peer = peer
         if self._pre_connect is not None:
-            try:
-                result = self._pre_connect(self, sock)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in pre_connect", exc, self)
-                result = None
-            if result is None:
+            result = call_user(self.kernel, "the Client's pre_connect callback (the "
+                               "connection is closed)", self._pre_connect, self, sock)
+            if result is None or result is CALLBACK_FAILED:
                 link.abort(False)
                 self._link = None
                 self._report_connect_error("connect", errno.ECONNABORTED,
@@ -259,11 +280,9 @@ class Client:
         if link is not self._link or link.ended:
             return
         if self._connected_cb is not None:
-            try:
-                self._connected_cb(self, self._sock, self._peer[0], self._peer[1])
-            except Exception as exc:
-                self.kernel.report_exception("Exception in the Client's connected callback",
-                                             exc, self)
+            if call_user(self.kernel, "the Client's connected callback (the connection is "
+                         "closed)", self._connected_cb, self, self._sock, self._peer[0],
+                         self._peer[1]) is CALLBACK_FAILED:
                 link.abort(True)
 
     def _connect_failed(self, link, op, errnum, errstr):
@@ -283,10 +302,8 @@ class Client:
     def _report_connect_error(self, op, errnum, errstr):
         attempt = self._attempt
         if self._connect_error_cb is not None:
-            try:
-                self._connect_error_cb(self, op, errnum, errstr)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in connect_error", exc, self)
+            call_user(self.kernel, "the Client's connect_error callback",
+                      self._connect_error_cb, self, op, errnum, errstr)
         else:
             _log.warning("cypoe: Client %s:%s %s error %d: %s", self.remote_address,
                          self.remote_port, op, errnum, errstr)
@@ -299,11 +316,8 @@ class Client:
         self._link = None
         attempt = self._attempt
         if self._disconnected_cb is not None:
-            try:
-                self._disconnected_cb(self)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in the Client's disconnected callback",
-                                             exc, self)
+            call_user(self.kernel, "the Client's disconnected callback", self._disconnected_cb,
+                      self)
         if attempt == self._attempt:
             self._maybe_end()
 
@@ -331,11 +345,7 @@ class Client:
 
     def _run_event(self, event, args):
         if callable(event):
-            try:
-                return event(self, *args)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in a Client callback", exc, self)
-                return None
+            return self._call_handler("a Client event callback", event, args)
         if event == "shutdown":
             return self.shutdown()
         if event == "reconnect":
@@ -347,11 +357,19 @@ class Client:
             self.kernel.report_exception(f"Client: no state {event!r}",
                                          CypoeError(f"no state {event!r}"), self)
             return None
-        try:
-            return fn(self, *args)
-        except Exception as exc:
-            self.kernel.report_exception(f"Exception in Client state {event!r}", exc, self)
+        return self._call_handler(f"Client state {event!r}", fn, args)
+
+    def _call_handler(self, where, fn, args):
+        # A state handler or event callback that raises closes the
+        # connection it ran for (``disconnected`` follows), as any other
+        # callback does.
+        link = self._link
+        result = call_user(self.kernel, where + " (the connection is closed)", fn, self, *args)
+        if result is CALLBACK_FAILED:
+            if link is not None and link is self._link and link.established:
+                link.abort(True)
             return None
+        return result
 
     def _timer_fired(self, event, args):
         try:
@@ -434,4 +452,6 @@ class Client:
 
     def __repr__(self):
         state = "connected" if self.connected else ("ended" if self._ended else "idle")
-        return f"<cypoe.Client {self.remote_address}:{self.remote_port} {state}>"
+        where = (self.remote_address if self.remote_port is None
+                 else f"{self.remote_address}:{self.remote_port}")
+        return f"<cypoe.Client {where} {state}>"

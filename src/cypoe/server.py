@@ -10,7 +10,7 @@ import socket
 
 from cypoe._component import (callable_or_none, check_args, check_marks, choose_filters,
                               check_states, check_timeout, enlist, resolve_kernel, retire)
-from cypoe._components import Connection, _ServerCore
+from cypoe._components import Connection, _ServerCore, call_user
 from cypoe.errors import CypoeError
 
 __all__ = ["Server", "Connection"]
@@ -151,10 +151,7 @@ class Server:
         if concurrency == 0:
             core.check_concurrency()
         if started is not None:
-            try:
-                started(self, *self.listener_args)
-            except Exception as exc:
-                k.report_exception("Exception in the Server's started callback", exc, self)
+            call_user(k, "the Server's started callback", started, self, *self.listener_args)
 
     # -- listener events -----------------------------------------------------
 
@@ -178,11 +175,8 @@ class Server:
 
     def _report_error(self, op, errnum, errstr):
         if self._error_cb is not None:
-            try:
-                self._error_cb(self, op, errnum, errstr)
-            except Exception as exc:
-                self.kernel.report_exception("Exception in the Server's error callback",
-                                             exc, self)
+            call_user(self.kernel, "the Server's error callback", self._error_cb, self,
+                      op, errnum, errstr)
             return
         _log.error("cypoe: Server on port %s: %s error %d: %s", self.port, op, errnum, errstr)
         if op not in ("accept",):
@@ -195,10 +189,7 @@ class Server:
         k = self.kernel
         retire(self, k, self.alias, self._hook)
         if call_stopped and self._stopped_cb is not None:
-            try:
-                self._stopped_cb(self)
-            except Exception as exc:
-                k.report_exception("Exception in the Server's stopped callback", exc, self)
+            call_user(k, "the Server's stopped callback", self._stopped_cb, self)
 
     def _signal_shutdown(self):
         # SIGINT/SIGTERM: stop accepting and end every connection gracefully.

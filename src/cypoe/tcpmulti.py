@@ -8,11 +8,11 @@ checked by one sweep for the whole component.
 import socket
 
 from cypoe import _kernel
-from cypoe._components import Conn, _MultiCore, call_soon
+from cypoe._components import Conn, _MultiCore, call_soon, call_user
 from cypoe.client import resolve_async
 from cypoe.errors import CypoeError
-from cypoe._component import (callable_or_none, check_args, choose_filters, check_states,
-                              check_timeout, client_tls_context, enlist, resolve_kernel,
+from cypoe._component import (ShutdownHook, callable_or_none, check_args, choose_filters,
+                              check_states, check_timeout, client_tls_context, resolve_kernel,
                               retire)
 
 __all__ = ["TCPMulti", "Conn"]
@@ -89,11 +89,13 @@ class TCPMulti:
         self._states = states
         self._ended = False
         self._held = False
+        self.session = None
+        self.heap = {}
 
         user_states = dict(states) if states else {}
         session_states = {}
         for name, fn in user_states.items():
-            if name in _RESERVED_STATES:
+            if name in _RESERVED_STATES or name in ("_start", "_stop"):
                 continue
             session_states[name] = self._adapt(fn)
         session_states["_stop"] = self._on_stop
@@ -101,26 +103,77 @@ class TCPMulti:
         session_states["send"] = lambda s, c, *recs: self.send(c, *recs)
         session_states["shutdown"] = lambda s, c: self.shutdown(c)
         session_states["die"] = lambda s: self.die()
+        self._session_states = session_states
         user_start = user_states.get("_start")
+        self._user_stop = user_states.get("_stop")
+        # Registered while the session lives: SIGINT/SIGTERM call die().
+        self._hook = ShutdownHook(self.die)
+        # The alias names the TCPMulti, not one session: it stays valid
+        # while the TCPMulti is idle (see _wake) and goes with die().
+        if alias is not None:
+            k.alias_set(alias, self)
+        self._new_session(args, user_start)
+
+    def _adapt(self, fn):
+        # Posted and delayed events are the kernel's: an exception in their
+        # handler is reported like any other; call() hands it to the caller.
+        return lambda session, *a: fn(self, *a)
+
+    # -- the session ---------------------------------------------------------------
+
+    def _new_session(self, args=(), user_start=None):
+        """Start a session for this TCPMulti: at construction, and again
+        when it is used after it went idle."""
+        k = self.kernel
 
         def start(session, *a):
             self.session = session
-            self.heap = session.heap
-            # Held until the first loop iteration, so that connect() can be
+            # Held until the next loop iteration, so that connect() can be
             # called right after the constructor.
             session.retain()
             call_soon(k, session.release)
+            k.register_component(self._hook)
             if user_start is not None:
-                user_start(self, *a)
+                call_user(k, "TCPMulti state '_start'", user_start, self, *a)
 
-        session_states["_start"] = start
-        self._user_stop = user_states.get("_stop")
-        # The session holds the alias (kernel.post(alias, "connect", ...)).
-        self._hook = enlist(self, k, None, self.die)
-        _kernel.Session(session_states, alias=alias, args=args, kernel=k)
+        states = dict(self._session_states)
+        states["_start"] = start
+        _kernel.Session(states, heap=self.heap, args=args, kernel=k)
+        return self.session
 
-    def _adapt(self, fn):
-        return lambda session, *a: fn(self, *a)
+    def _wake(self, what):
+        """The live session; a TCPMulti that went idle (its session ended
+        because it had nothing to do) gets a new one, with the same states
+        and heap.  Raises CypoeError once die() has been called."""
+        if self._ended or self._core.dying:
+            raise CypoeError(f"{what}: this TCPMulti has ended")
+        s = self.session
+        if s is None or s.stopped:
+            s = self._new_session()
+        return s
+
+    def _on_stop(self, session):
+        # The session ends: for good after die(), otherwise because the
+        # TCPMulti is idle (no connection, event or timer): it then keeps
+        # nothing alive until it is used again.
+        self._held = False
+        self.kernel.unregister_component(self._hook)
+        if self._core.dying:
+            self._finish()
+
+    def _finish(self):
+        if self._ended:
+            return
+        self._ended = True
+        retire(self, self.kernel, self.alias, self._hook)
+        if self._user_stop is not None:
+            call_user(self.kernel, "TCPMulti state '_stop'", self._user_stop, self)
+
+    # kernel.post(alias, event, *args) / kernel.call(alias, ...)
+    def _cypoe_event(self, event, args):
+        if self._ended or self._core.dying:
+            return None
+        return self._wake("post").call(event, *args)
 
     # -- connections -----------------------------------------------------------
 
@@ -128,7 +181,7 @@ class TCPMulti:
                 connect_timeout=None, input_timeout=None, heap=None):
         """Open a connection; returns its Conn at once (``on_initialize`` has
         run).  The outcome arrives as on_success or on_failure."""
-        if self._ended:
+        if self._ended or self._core.dying:
             raise CypoeError("connect: this TCPMulti has ended")
         if not isinstance(address, str) or not address:
             raise TypeError(f"address: expected a host name or address (str), not {address!r}")
@@ -144,6 +197,7 @@ class TCPMulti:
         it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
         if heap is not None and not isinstance(heap, dict):
             raise TypeError(f"heap: expected a dict, not {type(heap).__name__}")
+        self._wake("connect")
         return self._hold(self._core.connect(address, port, bind_address, bind_port, ct, it,
                                              heap))
 
@@ -160,9 +214,10 @@ class TCPMulti:
         TCPMulti: what the scanner does with the open ports its compiled
         engine found.  The Conn goes on as one from connect() would (TLS
         first when configured, then on_success); it owns ``fd``."""
-        if self._ended:
+        if self._ended or self._core.dying:
             raise CypoeError("adopt: this TCPMulti has ended")
         it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
+        self._wake("adopt")
         return self._hold(self._core.adopt(fd, address, port, it, heap))
 
     def _resolve(self, c, host, port, bind):
@@ -185,16 +240,16 @@ class TCPMulti:
             return
         if self._core.dying and not self._ended:
             self._held = False
-            self.session.stop()
+            self._end_session()
         elif self._held:
             self._held = False
             self.session.release()
 
-    def _on_stop(self, session):
-        self._ended = True
-        retire(self, self.kernel, None, self._hook)
-        if self._user_stop is not None:
-            self._user_stop(self)
+    def _end_session(self):
+        if self.session is not None and not self.session.stopped:
+            self.session.stop()         # _on_stop finishes
+        else:
+            self._finish()
 
     def _conn(self, conn_or_id):
         if isinstance(conn_or_id, Conn):
@@ -216,24 +271,30 @@ class TCPMulti:
             c.shutdown()
 
     def die(self):
-        """Shut every connection down gracefully and end the session."""
-        if self._ended:
+        """Shut every connection down gracefully and end the session: the
+        TCPMulti is unusable from here on (until then it is usable, idle or
+        not)."""
+        if self._ended or self._core.dying:
             return
         self._core.dying = True
         self._core.shutdown_all()
         if not self._core.conns:
-            self.session.stop()
+            self._held = False
+            self._end_session()
 
     # -- session face ------------------------------------------------------------
 
     def post(self, event, *args):
-        return self.session.post(event, *args)
+        """Queue ``event`` for the session (False once the TCPMulti has ended)."""
+        if self._ended or self._core.dying:
+            return False
+        return self._wake("post").post(event, *args)
 
     def call(self, event, *args):
-        return self.session.call(event, *args)
+        return self._wake("call").call(event, *args)
 
     def delay(self, seconds, event, *args):
-        return self.session.delay(seconds, event, *args)
+        return self._wake("delay").delay(seconds, event, *args)
 
     @property
     def connections(self):

@@ -261,3 +261,66 @@ def test_validation():
                high_mark=10, low_mark=5, server_high=print)
     with pytest.raises(TypeError, match="ssl"):
         Client(remote_address="127.0.0.1", remote_port=1, server_input=print, ssl="yes")
+
+
+# -- UNIX sockets (POE's Domain => AF_UNIX, passed to SocketFactory) ----------------
+
+def unix_echo_server(kernel, path, **kw):
+    kw.setdefault("client_input", lambda c, r: c.put(r.upper()))
+    return Server(domain=socket.AF_UNIX, address=path, kernel=kernel, **kw)
+
+
+def test_unix_client_exchanges_and_reconnects(kernel, tmp_path):
+    path = str(tmp_path / "echo.sock")
+    server = unix_echo_server(kernel, path)
+    events = []
+
+    def connected(c, sock, peer_addr, peer_port):
+        events.append(("connected", sock.family, peer_addr, peer_port))
+        c.put(b"hello %d" % len(events))
+
+    def server_input(c, record):
+        events.append(record)
+        if len(events) < 4:
+            c.reconnect()
+        else:
+            c.shutdown()
+
+    c = Client(domain=socket.AF_UNIX, remote_address=path, kernel=kernel,
+               connected=connected, server_input=server_input,
+               disconnected=lambda c: (events.append("disconnected"), server.shutdown()))
+    assert c.remote_port is None
+    kernel.run()
+    assert events == [("connected", socket.AF_UNIX, path, None), b"HELLO 1",
+                      ("connected", socket.AF_UNIX, path, None), b"HELLO 3",
+                      "disconnected"]
+    assert c.ended
+
+
+@pytest.mark.parametrize("dead", [False, True], ids=["missing", "no-listener"])
+def test_unix_client_connect_error(kernel, tmp_path, dead):
+    path = str(tmp_path / "gone.sock")
+    if dead:
+        # a socket file nobody listens on
+        s = socket.socket(socket.AF_UNIX)
+        s.bind(path)
+        s.close()
+    events = []
+    Client(domain=socket.AF_UNIX, remote_address=path, remote_port=None, kernel=kernel,
+           server_input=lambda c, r: None, connected=lambda *a: events.append("connected"),
+           connect_error=lambda c, op, n, s: events.append((op, n)))
+    kernel.run()
+    assert events == [("connect", errno.ECONNREFUSED if dead else errno.ENOENT)]
+
+
+def test_unix_client_parameter_checks(tmp_path):
+    path = str(tmp_path / "x.sock")
+    with pytest.raises(ValueError, match="remote_port"):
+        Client(domain=socket.AF_UNIX, remote_address=path, remote_port=80,
+               server_input=lambda c, r: None, autoconnect=False)
+    with pytest.raises(TypeError, match="remote_address"):
+        Client(domain=socket.AF_UNIX, remote_address="", server_input=lambda c, r: None,
+               autoconnect=False)
+    with pytest.raises(ValueError, match="remote_port"):
+        # a port is still required for the internet domains
+        Client(remote_address="127.0.0.1", server_input=lambda c, r: None, autoconnect=False)

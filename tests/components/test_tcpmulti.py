@@ -1,5 +1,9 @@
 import errno
+import os
 import socket
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
@@ -47,7 +51,8 @@ def test_callback_order_and_stable_ids(kernel):
         mine = [e for e in log if e[1] == c.id]
         assert [e[0] for e in mine] == ["init", "success", "input", "disconnected"]
         assert mine[2][2] == b"hello %d" % c.id and mine[2][3] == "prepopulated"
-    assert m.connections == 0 and m.ended
+    # idle, not ended: usable until die()
+    assert m.connections == 0 and not m.ended and kernel.sessions == 0
 
 
 def test_refused_timeout_mix_exactly_one_terminal_callback(kernel, unused_port, black_hole):
@@ -266,3 +271,161 @@ def test_validation(kernel):
     with pytest.raises(ValueError, match="connect_timeout"):
         m.connect("127.0.0.1", 80, connect_timeout=-1)
     kernel.run()
+
+
+# -- an idle TCPMulti stays usable until die() (SEMANTICS "TCPMulti") ----------
+
+def _idle_multi(kernel, log, **kw):
+    kw.setdefault("on_success", lambda c: c.put(b"ping"))
+    kw.setdefault("on_input", lambda c, r: (log.append(r), c.shutdown()))
+    return TCPMulti(kernel=kernel, **kw)
+
+
+def test_connect_from_a_timer_before_the_first_connection(kernel):
+    server = echo_server(kernel)
+    got = []
+    m = _idle_multi(kernel, got, on_disconnected=lambda c: server.shutdown())
+    # The TCPMulti has nothing to do when the loop first looks at it.
+    kernel.delay(0.01, lambda: m.connect("127.0.0.1", server.port))
+    kernel.run()
+    assert got == [b"ping"]
+    assert not m.ended
+
+
+def test_connect_after_every_connection_has_ended(kernel):
+    server = echo_server(kernel)
+    got = []
+
+    def on_disconnected(c):
+        if len(got) < 3:
+            # a later batch: the TCPMulti is idle until the timer fires
+            kernel.delay(0.01, lambda: m.connect("127.0.0.1", server.port))
+        else:
+            server.shutdown()
+
+    m = _idle_multi(kernel, got, on_disconnected=on_disconnected)
+    m.connect("127.0.0.1", server.port)
+    kernel.run()
+    assert got == [b"ping"] * 3
+
+
+def test_idle_multi_lets_run_return_and_comes_back(kernel):
+    got = []
+    stops = []
+    servers = []
+
+    def on_disconnected(c):
+        if m.connections == 0:
+            servers[-1].shutdown()
+
+    m = _idle_multi(kernel, got, alias="idle-multi", on_disconnected=on_disconnected,
+                    states={"_stop": lambda multi: stops.append("stop")})
+    kernel.run()            # nothing to do: returns
+    assert not m.ended and m.connections == 0 and stops == []
+    assert kernel.sessions == 0 and kernel.alias_resolve("idle-multi") is m
+    servers.append(echo_server(kernel))
+    m.connect("127.0.0.1", servers[-1].port)
+    m.connect("127.0.0.1", servers[-1].port)
+    kernel.run()
+    assert got == [b"ping", b"ping"] and stops == []
+    assert kernel.sessions == 0 and kernel.n_handlers == 0
+    # posting to the alias of an idle TCPMulti brings it back too
+    servers.append(echo_server(kernel))
+    assert kernel.post("idle-multi", "connect", "127.0.0.1", servers[-1].port)
+    kernel.run()
+    assert got == [b"ping"] * 3
+    m.die()
+    assert m.ended and stops == ["stop"]
+    assert kernel.alias_resolve("idle-multi") is None
+    with pytest.raises(CypoeError, match="ended"):
+        m.connect("127.0.0.1", servers[-1].port)
+    m.die()                 # twice is fine
+    assert stops == ["stop"]
+
+
+def test_state_timer_and_heap_survive_an_idle_period(kernel):
+    server = echo_server(kernel)
+    got = []
+
+    def again(multi):
+        multi.heap["rounds"] += 1
+        multi.connect("127.0.0.1", server.port)
+
+    def on_disconnected(c):
+        if len(got) == 2:
+            server.shutdown()
+        else:
+            # the TCPMulti is idle once this returns; its own timer (set
+            # while it is idle) brings the session back
+            kernel.delay(0.01, lambda: m.delay(0.01, "again"))
+
+    m = _idle_multi(kernel, got, states={"again": again}, on_disconnected=on_disconnected)
+    m.heap["rounds"] = 0
+    m.connect("127.0.0.1", server.port)
+    kernel.run()
+    assert got == [b"ping", b"ping"] and m.heap["rounds"] == 1
+
+
+def test_adopt_on_an_idle_multi(kernel):
+    server = echo_server(kernel)
+    got = []
+    m = _idle_multi(kernel, got, on_disconnected=lambda c: server.shutdown())
+
+    def adopt():
+        s = socket.socket()
+        s.setblocking(False)
+        s.connect_ex(("127.0.0.1", server.port))
+        m._adopt(s.detach(), "127.0.0.1", server.port)
+
+    kernel.delay(0.01, adopt)
+    kernel.run()
+    assert got == [b"ping"]
+
+
+def test_connect_while_dying_raises(kernel):
+    server = echo_server(kernel)
+    m = _idle_multi(kernel, [], on_disconnected=lambda c: server.shutdown())
+    m.connect("127.0.0.1", server.port)
+    m.die()
+    with pytest.raises(CypoeError, match="ended"):
+        m.connect("127.0.0.1", server.port)
+    kernel.run()
+    assert m.ended
+
+
+def test_connects_beyond_the_fd_limit_fail_one_by_one(tmp_path):
+    """In a subprocess with RLIMIT_NOFILE 1024: 2000 connects made before
+    run() -- those past the limit get on_failure(conn, "socket", EMFILE,
+    ...), every connection gets exactly one terminal callback, and the run
+    goes on to its end (issue 11)."""
+    script = textwrap.dedent("""
+        import collections, errno, resource, socket
+        import cypoe
+        lst = socket.socket()
+        lst.bind(("127.0.0.1", 0))
+        lst.listen(4096)        # never accepted: the queue holds no fd here
+        port = lst.getsockname()[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+        k = cypoe.Kernel()
+        failures = collections.Counter()
+        ends = collections.Counter()
+        successes = []
+        m = cypoe.TCPMulti(kernel=k, on_input=lambda c, r: None,
+                           on_success=lambda c: (successes.append(c.id), c.shutdown()),
+                           on_failure=lambda c, op, n, s: failures.update([(op, n)]),
+                           on_disconnected=lambda c: ends.update([c.id]),
+                           on_timeout=lambda c: ends.update([c.id]), connect_timeout=20)
+        conns = [m.connect("127.0.0.1", port) for _ in range(2000)]
+        k.run()
+        print(failures[("socket", errno.EMFILE)], sum(failures.values()), len(successes),
+              len(ends), max(ends.values()), sorted(ends) == sorted(c.id for c in conns),
+              m.connections)
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    emfile, failed, succeeded, ended, most, all_ended, left = proc.stdout.split()
+    assert int(emfile) > 0 and int(emfile) == int(failed)
+    assert int(succeeded) > 0 and int(emfile) + int(succeeded) <= 2000
+    assert int(ended) == 2000 and int(most) == 1 and all_ended == "True" and left == "0"
