@@ -287,7 +287,11 @@ class Line:
         self._encoding = opts["encoding"]
         self._record_decoder = None
         self._buf = bytearray()
-        self._skip = None           # default mode: complement byte to drop
+        self._skip = None           # complement byte to drop if it comes next
+        # autodetect: the record before a lone CR/LF at the end of the data
+        # was emitted; the terminator is that byte, or that byte and _skip
+        # if _skip comes next (the choice waits, the record does not).
+        self._choosing = False
         self._discarding = False    # after LineTooLong for a partial line
 
     max_length = property(lambda self: self._max_length)
@@ -301,7 +305,8 @@ class Line:
     def clone(self):
         new = type(self)(**self._kwargs)
         new._record_decoder = self._record_decoder
-        if self._kwargs["autodetect"] and self._mode == MODE_LITERAL:
+        if self._kwargs["autodetect"] and self._mode == MODE_LITERAL \
+                and not self._choosing:
             new._mode, new._term = MODE_LITERAL, self._term   # detected
         return new
 
@@ -359,9 +364,16 @@ class Line:
                 self._skip = other      # a following `other` belongs to it
                 return i, i + 1
             return i, i + 2 if buf[i + 1] == other else i + 1
-        # MODE_AUTODETECT: a lone CR/LF at the very end waits for a byte
+        # MODE_AUTODETECT: the first CR/LF fixes the terminator.  A lone one
+        # at the very end of the data ends the line at once; only the choice
+        # between it and the pair (CR or CRLF, LF or LFCR) waits for the next
+        # byte (see _parse).
         if i + 1 == len(buf):
-            return None
+            self._term = bytes(buf[i:i + 1])
+            self._mode = MODE_LITERAL
+            self._skip = other
+            self._choosing = True
+            return i, i + 1
         self._term = bytes(buf[i:i + 2] if buf[i + 1] == other else buf[i:i + 1])
         self._mode = MODE_LITERAL
         return i, i + len(self._term)
@@ -370,8 +382,6 @@ class Line:
         """Trailing bytes of an unterminated tail that may start a terminator."""
         if self._mode == MODE_LITERAL:
             return _suffix_prefix(buf[pos:], self._term)
-        if self._mode == MODE_AUTODETECT and len(buf) > pos and buf[-1] in (CR, LF):
-            return 1
         return 0
 
     def _parse(self, out, limit=None):
@@ -383,7 +393,10 @@ class Line:
                 if self._skip is not None and pos < len(buf):
                     if buf[pos] == self._skip:
                         pos += 1
+                        if self._choosing:      # autodetect: the pair it is
+                            self._term += bytes((self._skip,))
                     self._skip = None
+                    self._choosing = False
                 found = self._find(buf, pos)
                 if found is None:
                     keep = self._keep(buf, pos)
