@@ -179,9 +179,11 @@ def _length_prefix(fmt):
 
 def block_options(block_size=None, length_codec=None, length_prefix=None,
                   max_length=None, max_buffer=None):
-    """Validate Block's arguments; return them normalised as a dict."""
-    max_length, max_buffer = _limits(
-        max_length, max_buffer, BLOCK_MAX_LENGTH, BLOCK_MAX_BUFFER)
+    """Validate Block's arguments; return them normalised as a dict.
+
+    max_length bounds a length-prefixed frame; fixed-size blocks have no
+    such limit (a block is block_size bytes), so, as in POE, block_size
+    rejects max_length, and its max_length is block_size itself."""
     codec = None
     prefix = None
     if block_size is not None:
@@ -189,10 +191,20 @@ def block_options(block_size=None, length_codec=None, length_prefix=None,
         if length_codec is not None or length_prefix is not None:
             raise ValueError(
                 "block_size cannot be combined with length_codec or length_prefix")
+        if max_length is not None:
+            raise ValueError(
+                "block_size cannot be combined with max_length "
+                "(a fixed block is block_size bytes)")
+        max_length = block_size
+        max_buffer = _positive_int("max_buffer", max_buffer, BLOCK_MAX_BUFFER)
         if block_size > max_buffer:
             raise ValueError(
                 f"block_size ({block_size}) must not exceed max_buffer ({max_buffer})")
-    elif length_codec is not None:
+        return {"block_size": block_size, "codec": None, "prefix": None,
+                "max_length": max_length, "max_buffer": max_buffer}
+    max_length, max_buffer = _limits(
+        max_length, max_buffer, BLOCK_MAX_LENGTH, BLOCK_MAX_BUFFER)
+    if length_codec is not None:
         if length_prefix is not None:
             raise ValueError("length_codec cannot be combined with length_prefix")
         try:
