@@ -195,6 +195,11 @@ cdef class _Framing(FilterBase):
         """A copy of the buffered, unparsed input, or None."""
         return self.buf.to_bytes() if self.buf.length() > 0 else None
 
+    @property
+    def _input_capacity(self):
+        """Bytes allocated for buffered input (read-only; for tests)."""
+        return self.buf.cap
+
 
 cdef class Line(_Framing):
     """Line(*, literal=None, input_literal=None, output_literal=None,
@@ -1025,6 +1030,11 @@ cdef class Stream(FilterBase):
 
     def get_pending(self):
         return self.buf.to_bytes() if self.buf.length() > 0 else None
+
+    @property
+    def _input_capacity(self):
+        """Bytes allocated for buffered input (read-only; for tests)."""
+        return self.buf.cap
 
     def put(self, records):
         return list(records)
