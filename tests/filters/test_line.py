@@ -417,3 +417,17 @@ def test_autodetect_choice_survives_get_one(impl):
     assert f.get_one() == [b"a"]
     assert f.get_one() == []                    # LFCR is b's terminator
     assert f.get([b"\r"]) == [b"b"]
+
+
+def test_autodetect_c_face_answers_ping_at_once():
+    # ReadWrite's path (feed): `PING\n` then silence must yield PING, and
+    # `QUIT\n` before a close must be delivered.
+    from cypoe import _filters
+    f = _filters.Line(autodetect=True)
+    assert f._c_feed(b"PING\n") == ([b"PING"], None)
+    assert f._c_has_pending() is False
+    assert f._c_feed(b"QUIT\n") == ([b"QUIT"], None)     # LF fixed: Q is data
+    g = _filters.Line(autodetect=True)
+    assert g._c_feed(b"a\r") == ([b"a"], None)
+    assert g._c_feed(b"\n") == ([], None)                 # completes CRLF
+    assert g._c_feed(b"b\nc\r\n") == ([b"b\nc"], None)
