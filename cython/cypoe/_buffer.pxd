@@ -14,8 +14,10 @@ cdef class ByteBuffer:
         self.end += n
     cdef int append(self, const char* p, Py_ssize_t n) except -1
     cdef int append_object(self, object o) except -1   # bytes / bytearray / memoryview
-    # Drop n bytes from the front (n <= length).
+    # Drop n bytes from the front (n <= length).  consume() and clear() give
+    # a big block back once at most a few bytes are left in it (see .pyx).
     cdef void consume(self, Py_ssize_t n) noexcept
+    cdef void _give_back(self) noexcept
     cdef inline Py_ssize_t length(self) noexcept:
         return self.end - self.start
     cdef inline char* head(self) noexcept:

@@ -4,6 +4,14 @@
 Appends go to the end, consumers take from the front.  When the front has
 been consumed past half the capacity the live bytes are moved down instead
 of growing, so a buffer that is drained as fast as it is filled never grows.
+
+A buffer gives back what it grew for a big record once that record is
+consumed: when consume() or clear() leaves at most IDLE_LIVE bytes in a
+buffer of more than POOL_BLOCK capacity, the big block is released (the few
+live bytes move into a small block), so an idle connection's memory never
+depends on the longest record it once buffered.  The cost is bounded (a copy
+of at most IDLE_LIVE bytes, one free) and is only paid after the buffer grew
+past POOL_BLOCK, so small records never pay it.
 """
 from cpython.bytes cimport PyBytes_FromStringAndSize
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
@@ -18,6 +26,9 @@ from libc.string cimport memcpy, memmove
 cdef enum:
     POOL_BLOCK = 4096
     POOL_MAX = 64
+    # consume()/clear() leaving at most this many bytes in a buffer larger
+    # than POOL_BLOCK move them into a POOL_BLOCK block (room left to grow)
+    IDLE_LIVE = POOL_BLOCK // 2
 cdef char* _pool[POOL_MAX]
 cdef int _pool_n = 0
 
@@ -108,10 +119,40 @@ cdef class ByteBuffer:
         if self.start >= self.end:
             self.start = 0
             self.end = 0
+        if self.cap > POOL_BLOCK and self.end - self.start <= IDLE_LIVE:
+            self._give_back()
 
     cdef void clear(self) noexcept:
         self.start = 0
         self.end = 0
+        if self.cap > POOL_BLOCK:
+            self._give_back()
+
+    cdef void _give_back(self) noexcept:
+        """Release a big block that holds at most IDLE_LIVE live bytes."""
+        global _pool_n
+        cdef Py_ssize_t live = self.end - self.start
+        cdef char* p
+        if live == 0:
+            free(self.data)
+            self.data = NULL
+            self.cap = 0
+            self.start = 0
+            self.end = 0
+            return
+        if _pool_n > 0:
+            _pool_n -= 1
+            p = _pool[_pool_n]
+        else:
+            p = <char*>malloc(POOL_BLOCK)
+            if p == NULL:
+                return          # keep the big block; nothing is lost
+        memcpy(p, self.data + self.start, live)
+        free(self.data)
+        self.data = p
+        self.cap = POOL_BLOCK
+        self.start = 0
+        self.end = live
 
     cdef void shrink(self, Py_ssize_t keep) noexcept:
         if self.end == self.start and self.cap > keep:

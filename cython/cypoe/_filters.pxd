@@ -54,7 +54,8 @@ cdef class Line(_Framing):
     cdef bytes enc_name           # encoding as bytes, for PyUnicode_Decode
     cdef object record_decoder    # None or callable(bytes) -> record
     cdef bint plain               # no encoding, no record decoder
-    cdef int skip                 # default mode: byte to drop if it comes next, or -1
+    cdef int skip                 # byte to drop if it comes next, or -1
+    cdef bint choosing            # autodetect: term is skip's partner; skip makes it a pair
     cdef bint discarding          # dropping an over-long line up to its terminator
     cdef dict kwargs
 
@@ -67,6 +68,7 @@ cdef class Line(_Framing):
     cdef Py_ssize_t _seek(self, const char* data, Py_ssize_t n)
     cdef int _absorb(self, const char* data, Py_ssize_t n) except -1
     cdef int _emit(self, const char* p, Py_ssize_t n, list out) except -1
+    cdef bint _drop_skip(self, unsigned char b)
 
 
 cdef class Block(_Framing):

@@ -195,6 +195,11 @@ cdef class _Framing(FilterBase):
         """A copy of the buffered, unparsed input, or None."""
         return self.buf.to_bytes() if self.buf.length() > 0 else None
 
+    @property
+    def _input_capacity(self):
+        """Bytes allocated for buffered input (read-only; for tests)."""
+        return self.buf.cap
+
 
 cdef class Line(_Framing):
     """Line(*, literal=None, input_literal=None, output_literal=None,
@@ -227,6 +232,7 @@ cdef class Line(_Framing):
         self.plain = self.encoding is None
         self.buf.clear()
         self.skip = -1
+        self.choosing = False
         self.discarding = False
         self.dirty = False
 
@@ -250,18 +256,24 @@ cdef class Line(_Framing):
             # A subclass's own __init__ may hold state: construct it anew.
             new = type(self)(**self.kwargs)
             new._set_record_decoder(self.record_decoder)
-            if self.kwargs["autodetect"] and self.mode == MODE_LITERAL:
+            if self.kwargs["autodetect"] and self.mode == MODE_LITERAL \
+                    and not self.choosing:
                 new.mode = MODE_LITERAL
                 new._set_term(self.term)
             return new
         # Every connection of a server clones its filter: copy the settings
         # (validated once, never changed afterwards, so shared) instead of
         # validating them again.  The current mode and terminator carry an
-        # autodetected terminator over, as clone() must.
+        # autodetected terminator over, as clone() must (a terminator still
+        # being chosen is not detected yet: the clone detects its own).
         new = Line.__new__(Line)
         new.kwargs = self.kwargs
-        new.mode = self.mode
-        new._set_term(self.term)
+        if self.choosing:
+            new.mode = MODE_AUTODETECT
+            new._set_term(None)
+        else:
+            new.mode = self.mode
+            new._set_term(self.term)
         new.out_term = self.out_term
         new.regexp = self.regexp
         new.max_length = self.max_length
@@ -300,9 +312,8 @@ cdef class Line(_Framing):
                 if self.skip >= 0 and pos < n:
                     # the terminator ended the buffer; its complement byte
                     # in data belongs to it (as if parsed in one piece)
-                    if <unsigned char>data[pos] == self.skip:
+                    if self._drop_skip(<unsigned char>data[pos]):
                         pos += 1
-                    self.skip = -1
                 self.buf.append(data + pos, n - pos)
                 self.dirty = self.buf.length() > 0
                 err, self.error = self.error, None
@@ -376,8 +387,6 @@ cdef class Line(_Framing):
                     return k
                 k -= 1
             return 0
-        if self.mode == MODE_AUTODETECT and n > 0 and (base[n - 1] == CR or base[n - 1] == LF):
-            return 1
         return 0
 
     cdef Py_ssize_t _seek(self, const char* data, Py_ssize_t n):
@@ -407,19 +416,14 @@ cdef class Line(_Framing):
             if q == NULL:
                 return -1
             return q - data + self.tl
-        # default / autodetect: the first CR or LF
-        if self.mode == MODE_AUTODETECT:
-            bl = self.buf.length()
-            if self.buf.head()[bl - 1] == CR or self.buf.head()[bl - 1] == LF:
-                return 1        # the byte that tells CR from CRLF
+        # default / autodetect: the first CR or LF (a byte after it that
+        # belongs to the terminator is dropped by the parse, as `skip`)
         lf = <const char*>memchr(data, LF, n)
         q = <const char*>memchr(data, CR, (lf - data) if lf != NULL else n)
         if q == NULL:
             q = lf
         if q == NULL:
             return -1
-        if self.mode == MODE_AUTODETECT and q - data + 1 < n:
-            return q - data + 2     # with the byte that tells CR from CRLF
         return q - data + 1
 
     cdef int _absorb(self, const char* data, Py_ssize_t n) except -1:
@@ -445,6 +449,17 @@ cdef class Line(_Framing):
             self.buf.consume(length - keep)
             raise _line_too_long(self.max_length)
         return 0
+
+    cdef bint _drop_skip(self, unsigned char b):
+        """The byte after a terminator that ended the data arrived: True if
+        it belongs to that terminator (and is to be dropped).  Autodetect
+        then fixes the pair (CRLF or LFCR) as the terminator."""
+        cdef bint drop = b == self.skip
+        if drop and self.choosing:
+            self._set_term(self.term + PyBytes_FromStringAndSize(<char*>&b, 1))
+        self.skip = -1
+        self.choosing = False
+        return drop
 
     cdef int _emit(self, const char* p, Py_ssize_t n, list out) except -1:
         """Append one record that needs decoding; 1 if it failed (self.error)."""
@@ -485,9 +500,8 @@ cdef class Line(_Framing):
             return self._parse_regexp(base, n, out, limit)
         while True:
             if self.skip >= 0 and p < end:
-                if <unsigned char>p[0] == self.skip:
+                if self._drop_skip(<unsigned char>p[0]):
                     p += 1
-                self.skip = -1
             if mode == MODE_LITERAL:
                 if self.tl == 1:
                     q = <const char*>memchr(p, <unsigned char>self.tp[0], end - p)
@@ -510,9 +524,11 @@ cdef class Line(_Framing):
                     q = lf
                 other = LF if q[0] == CR else CR
                 if q + 1 == end:
-                    if mode == MODE_AUTODETECT:
-                        break               # CR or CRLF? wait for a byte
+                    # the line ends here at once; a following `other`
+                    # belongs to this terminator (autodetect: CR or CRLF
+                    # is chosen when that byte comes)
                     self.skip = other
+                    self.choosing = mode == MODE_AUTODETECT
                     nxt = end
                 elif <unsigned char>q[1] == other:
                     nxt = q + 2
@@ -1014,6 +1030,11 @@ cdef class Stream(FilterBase):
 
     def get_pending(self):
         return self.buf.to_bytes() if self.buf.length() > 0 else None
+
+    @property
+    def _input_capacity(self):
+        """Bytes allocated for buffered input (read-only; for tests)."""
+        return self.buf.cap
 
     def put(self, records):
         return list(records)

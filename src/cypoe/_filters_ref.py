@@ -179,9 +179,11 @@ def _length_prefix(fmt):
 
 def block_options(block_size=None, length_codec=None, length_prefix=None,
                   max_length=None, max_buffer=None):
-    """Validate Block's arguments; return them normalised as a dict."""
-    max_length, max_buffer = _limits(
-        max_length, max_buffer, BLOCK_MAX_LENGTH, BLOCK_MAX_BUFFER)
+    """Validate Block's arguments; return them normalised as a dict.
+
+    max_length bounds a length-prefixed frame; fixed-size blocks have no
+    such limit (a block is block_size bytes), so, as in POE, block_size
+    rejects max_length, and its max_length is block_size itself."""
     codec = None
     prefix = None
     if block_size is not None:
@@ -189,10 +191,20 @@ def block_options(block_size=None, length_codec=None, length_prefix=None,
         if length_codec is not None or length_prefix is not None:
             raise ValueError(
                 "block_size cannot be combined with length_codec or length_prefix")
+        if max_length is not None:
+            raise ValueError(
+                "block_size cannot be combined with max_length "
+                "(a fixed block is block_size bytes)")
+        max_length = block_size
+        max_buffer = _positive_int("max_buffer", max_buffer, BLOCK_MAX_BUFFER)
         if block_size > max_buffer:
             raise ValueError(
                 f"block_size ({block_size}) must not exceed max_buffer ({max_buffer})")
-    elif length_codec is not None:
+        return {"block_size": block_size, "codec": None, "prefix": None,
+                "max_length": max_length, "max_buffer": max_buffer}
+    max_length, max_buffer = _limits(
+        max_length, max_buffer, BLOCK_MAX_LENGTH, BLOCK_MAX_BUFFER)
+    if length_codec is not None:
         if length_prefix is not None:
             raise ValueError("length_codec cannot be combined with length_prefix")
         try:
@@ -287,7 +299,11 @@ class Line:
         self._encoding = opts["encoding"]
         self._record_decoder = None
         self._buf = bytearray()
-        self._skip = None           # default mode: complement byte to drop
+        self._skip = None           # complement byte to drop if it comes next
+        # autodetect: the record before a lone CR/LF at the end of the data
+        # was emitted; the terminator is that byte, or that byte and _skip
+        # if _skip comes next (the choice waits, the record does not).
+        self._choosing = False
         self._discarding = False    # after LineTooLong for a partial line
 
     max_length = property(lambda self: self._max_length)
@@ -301,7 +317,8 @@ class Line:
     def clone(self):
         new = type(self)(**self._kwargs)
         new._record_decoder = self._record_decoder
-        if self._kwargs["autodetect"] and self._mode == MODE_LITERAL:
+        if self._kwargs["autodetect"] and self._mode == MODE_LITERAL \
+                and not self._choosing:
             new._mode, new._term = MODE_LITERAL, self._term   # detected
         return new
 
@@ -359,9 +376,16 @@ class Line:
                 self._skip = other      # a following `other` belongs to it
                 return i, i + 1
             return i, i + 2 if buf[i + 1] == other else i + 1
-        # MODE_AUTODETECT: a lone CR/LF at the very end waits for a byte
+        # MODE_AUTODETECT: the first CR/LF fixes the terminator.  A lone one
+        # at the very end of the data ends the line at once; only the choice
+        # between it and the pair (CR or CRLF, LF or LFCR) waits for the next
+        # byte (see _parse).
         if i + 1 == len(buf):
-            return None
+            self._term = bytes(buf[i:i + 1])
+            self._mode = MODE_LITERAL
+            self._skip = other
+            self._choosing = True
+            return i, i + 1
         self._term = bytes(buf[i:i + 2] if buf[i + 1] == other else buf[i:i + 1])
         self._mode = MODE_LITERAL
         return i, i + len(self._term)
@@ -370,8 +394,6 @@ class Line:
         """Trailing bytes of an unterminated tail that may start a terminator."""
         if self._mode == MODE_LITERAL:
             return _suffix_prefix(buf[pos:], self._term)
-        if self._mode == MODE_AUTODETECT and len(buf) > pos and buf[-1] in (CR, LF):
-            return 1
         return 0
 
     def _parse(self, out, limit=None):
@@ -383,7 +405,10 @@ class Line:
                 if self._skip is not None and pos < len(buf):
                     if buf[pos] == self._skip:
                         pos += 1
+                        if self._choosing:      # autodetect: the pair it is
+                            self._term += bytes((self._skip,))
                     self._skip = None
+                    self._choosing = False
                 found = self._find(buf, pos)
                 if found is None:
                     keep = self._keep(buf, pos)

@@ -183,7 +183,11 @@ def test_length_prefix_validation(impl, fmt):
     (dict(length_codec=(_encode, _decode), length_prefix="!I"), ValueError, "length_codec"),
     (dict(length_codec=_encode), TypeError, "length_codec"),
     (dict(length_codec=(_encode, 5)), TypeError, "length_codec"),
-    (dict(block_size=100, max_buffer=10, max_length=5), ValueError, "block_size"),
+    (dict(block_size=100, max_buffer=10), ValueError, "block_size"),
+    # issue 11 item 9: max_length bounds length-prefixed frames only (POE
+    # rejects BlockSize with MaxLength)
+    (dict(block_size=4, max_length=10), ValueError, "max_length"),
+    (dict(block_size=4, max_length=4, max_buffer=8), ValueError, "max_length"),
 ])
 def test_constructor_validation(impl, kwargs, exc, name):
     with pytest.raises(exc, match=name):
@@ -193,6 +197,18 @@ def test_constructor_validation(impl, kwargs, exc, name):
 def test_defaults(impl):
     f = impl.Block()
     assert (f.max_length, f.max_buffer) == (16 * MiB, 64 * MiB)
+
+
+def test_fixed_blocks_take_a_small_max_buffer(impl):
+    # issue 11 item 9: the frame max_length default (16 MiB) does not apply
+    # to fixed-size blocks, so it cannot make a small max_buffer "too small".
+    f = impl.Block(block_size=4, max_buffer=5)
+    assert (f.block_size, f.max_length, f.max_buffer) == (4, 4, 5)
+    assert f.get([b"abcde"]) == [b"abcd"]
+    with pytest.raises(BufferOverflow):
+        f.get([b"fghij"])               # 1 buffered + 5 > 5
+    assert f.get([b"fgh"]) == [b"efgh"]
+    assert impl.Block(block_size=4).max_buffer == 64 * MiB
 
 
 def test_custom_codec_bad_decode_result(impl):

@@ -150,11 +150,13 @@ def test_poe_autodetect_lf(impl):
     assert f.put(got) == [b"a!", b"b\x0D!", b"c\x0D!"]
 
 
-def test_autodetect_waits_for_one_byte_and_clone_keeps_it(impl):
+def test_autodetect_emits_at_once_and_clone_keeps_it(impl):
+    # issue 11 item 8: the line is determined by the lone CR; only the
+    # choice between CR and CRLF waits for the next byte.
     f = impl.Line(autodetect=True)
-    assert f.get([b"a\r"]) == []
-    assert f.get_pending() == b"a\r"
-    assert f.get([b"b\r"]) == [b"a", b"b"]     # CR alone: fixed for good
+    assert f.get([b"a\r"]) == [b"a"]
+    assert f.get_pending() is None
+    assert f.get([b"b\r"]) == [b"b"]           # CR alone: fixed for good
     assert f.get([b"c\nd\r"]) == [b"c\nd"]
     g = f.clone()
     assert g.get_pending() is None
@@ -379,3 +381,53 @@ def test_autodetect_error_at_the_detecting_terminator(impl):
         f.get([b"\0\0", b"aa\ra"])
     assert f.get_pending() == b"a"
     assert f.get([b"b\r"]) == [b"ab"]
+
+
+@pytest.mark.parametrize("first, rest, records", [
+    (b"PING\n", b"", [b"PING"]),
+    (b"PING\n", b"\rx\n\ry\n\r", [b"PING", b"x", b"y"]),      # LFCR chosen
+    (b"PING\n", b"x\ry\n", [b"PING", b"x\ry"]),              # LF chosen
+    (b"a\r", b"\nb\r\nc\n\r\n", [b"a", b"b", b"c\n"]),           # CRLF chosen
+    (b"a\r", b"b\nc\r", [b"a", b"b\nc"]),                    # CR chosen
+    (b"\r", b"\n\r\n", [b"", b""]),
+])
+def test_autodetect_answers_a_lone_terminator_at_once(impl, first, rest, records):
+    f = impl.Line(autodetect=True)
+    got = f.get([first])
+    assert got == records[:1]
+    assert f.get_pending() is None
+    got += f.get([rest])
+    assert got == records
+    assert impl.Line(autodetect=True).get([first + rest]) == records
+
+
+def test_autodetect_clone_while_choosing_detects_anew(impl):
+    f = impl.Line(autodetect=True)
+    assert f.get([b"a\r"]) == [b"a"]
+    g = f.clone()           # CR or CRLF is not decided yet
+    assert g.get([b"x\ny\n"]) == [b"x", b"y"]
+    assert f.get([b"\nx\ny\r\n"]) == [b"x\ny"]
+    h = f.clone()           # CRLF now fixed
+    assert h.get([b"p\nq\r\n"]) == [b"p\nq"]
+
+
+def test_autodetect_choice_survives_get_one(impl):
+    f = impl.Line(autodetect=True)
+    f.get_one_start([b"a\n", b"\rb\n"])
+    assert f.get_one() == [b"a"]
+    assert f.get_one() == []                    # LFCR is b's terminator
+    assert f.get([b"\r"]) == [b"b"]
+
+
+def test_autodetect_c_face_answers_ping_at_once():
+    # ReadWrite's path (feed): `PING\n` then silence must yield PING, and
+    # `QUIT\n` before a close must be delivered.
+    from cypoe import _filters
+    f = _filters.Line(autodetect=True)
+    assert f._c_feed(b"PING\n") == ([b"PING"], None)
+    assert f._c_has_pending() is False
+    assert f._c_feed(b"QUIT\n") == ([b"QUIT"], None)     # LF fixed: Q is data
+    g = _filters.Line(autodetect=True)
+    assert g._c_feed(b"a\r") == ([b"a"], None)
+    assert g._c_feed(b"\n") == ([], None)                 # completes CRLF
+    assert g._c_feed(b"b\nc\r\n") == ([b"b\nc"], None)
