@@ -142,19 +142,21 @@ def test_server_connection_ends_once_and_releases_its_fds(kernel, path, server_t
 
 # -- Client -------------------------------------------------------------------
 
-CLIENT_PATHS = ["reset", "eof", "refused", "tls_reset", "shutdown_with_pending_output_then_reset"]
+CLIENT_PATHS = ["reset", "eof", "refused", "connect_timeout", "tls_reset", "exception",
+                "shutdown_with_pending_output_then_reset"]
 
 
 @pytest.mark.parametrize("path", CLIENT_PATHS)
 def test_client_connection_ends_once_and_releases_its_fds(kernel, path, client_tls,
-                                                          unused_port):
+                                                          unused_port, black_hole):
     before = fds()
     ends = []
     lst = socket.socket()
     lst.bind(("127.0.0.1", 0))
     lst.listen(4)
     lst.settimeout(10)
-    port = unused_port if path == "refused" else lst.getsockname()[1]
+    port = {"refused": unused_port, "connect_timeout": black_hole}.get(path,
+                                                                       lst.getsockname()[1])
     release = threading.Event()
 
     def peer():
@@ -170,14 +172,15 @@ def test_client_connection_ends_once_and_releases_its_fds(kernel, path, client_t
             c.sendall(b"hi\r\n")
             release.wait(10)
             reset(c)
-        elif path == "eof":
+        elif path in ("eof", "exception"):
             c.sendall(b"hi\r\n")
+            release.wait(10)
             c.close()
         else:
             release.wait(10)            # do not read: the client's output piles up
             reset(c)
     t = None
-    if path != "refused":
+    if path not in ("refused", "connect_timeout"):
         t = threading.Thread(target=peer, daemon=True)
         t.start()
 
@@ -190,8 +193,13 @@ def test_client_connection_ends_once_and_releases_its_fds(kernel, path, client_t
 
     def server_input(client, record):
         release.set()
+        if path == "exception":
+            raise RuntimeError("boom")
 
     kw = {"ssl": client_tls, "server_hostname": "localhost"} if path == "tls_reset" else {}
+    if path == "connect_timeout":
+        kw["connect_timeout"] = 0.3
+    kernel.set_exception_handler(lambda k, ctx: None)
     cypoe.Client(remote_address="127.0.0.1", remote_port=port, kernel=kernel,
                  filter=Stream(), connected=connected, server_input=server_input,
                  connect_error=lambda c, op, n, s: ends.append(("connect_error", op)),
@@ -200,7 +208,8 @@ def test_client_connection_ends_once_and_releases_its_fds(kernel, path, client_t
     if t is not None:
         t.join(10)
     lst.close()
-    if path == "refused":
+    release.set()
+    if path in ("refused", "connect_timeout"):
         assert ends == [("connect_error", "connect")]
     elif path == "tls_reset":
         assert ends == [("connect_error", "tls")]
