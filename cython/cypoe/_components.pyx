@@ -468,7 +468,10 @@ cdef class Connection(_Link):
 
     cdef int _on_flushed(self) except -1:
         cdef _ServerCore core = <_ServerCore>self.core
-        if core.client_flushed is not None:
+        # Before client_connected only the TLS handshake was written: not a
+        # flush of the application's output.  (A shutting connection still
+        # ends here.)
+        if core.client_flushed is not None and (self.state & S_CONNECTED):
             core.client_flushed(self)
         if self.state & S_SHUTTING:
             self._end(True)
@@ -979,7 +982,7 @@ cdef class ClientLink(_Link):
 
     cdef int _on_flushed(self) except -1:
         cdef _ClientCore core = <_ClientCore>self.core
-        if core.server_flushed is not None:
+        if core.server_flushed is not None and (self.state & S_CONNECTED):
             core.server_flushed(core.owner)
         if self.state & S_SHUTTING:
             self._end(True)

@@ -265,6 +265,10 @@ cdef class ReadWrite(Handler):
         return 0
 
     cdef int _on_flushed(self) except -1:
+        # The TLS handshake's own records are not the application's output:
+        # on_flushed is about what put() queued.
+        if (self._flags & F_TLS) and not (<_TLSState>self._x.tls).done:
+            return 0
         if self._cbs is not None and self._cbs.flushed is not None:
             self._cbs.flushed(self)
         return 0

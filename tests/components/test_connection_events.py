@@ -199,3 +199,24 @@ def test_tcpmulti_reports_a_reset_during_the_handshake_as_tls(kernel, client_tls
     lst.close()
     assert events == [("tls", errno.ECONNRESET)]
     assert m.connections == 0
+
+
+def test_tls_handshake_bytes_are_not_a_flush(kernel, server_tls, client_tls):
+    """client_flushed is about the application's output: the handshake's own
+    records being written do not make one, and nothing comes before
+    client_connected."""
+    events = []
+    server = Server(port=0, address="127.0.0.1", kernel=kernel, ssl=server_tls,
+                    client_connected=lambda c: (events.append("connected"), c.put(b"hi")),
+                    client_flushed=lambda c: events.append("flushed"),
+                    client_input=lambda c, r: None,
+                    client_disconnected=lambda c: events.append("disconnected"))
+    cypoe.Client(remote_address="127.0.0.1", remote_port=server.port, kernel=kernel,
+                 ssl=client_tls, server_hostname="localhost", filter=Stream(),
+                 server_input=lambda c, r: c.shutdown(),
+                 disconnected=lambda c: server.shutdown())
+    kernel.run()
+    # (TLS records written later, as a reply to the client's close_notify,
+    # may make another flush: they are output written.)
+    assert events[0] == "connected" and events[1] == "flushed"
+    assert events[-1] == "disconnected" and events.count("disconnected") == 1
