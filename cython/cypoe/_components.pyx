@@ -255,6 +255,14 @@ cdef class _Link(ReadWrite):
         self._cin = <FilterBase>f if isinstance(f, FilterBase) else None
         return 0
 
+    cdef int _on_bytes(self) except -1:
+        # The input timeout ends a connection that sends nothing for that
+        # long: any bytes restart it, not only whole records (a slow line
+        # must not be cut off).  One store per wakeup that read anything.
+        if self.timeout_s > 0.0 and self.deadline > 0.0 and not (self.state & S_CONNECTING):
+            self.deadline = self.kernel.now() + self.timeout_s
+        return 0
+
     cdef int _feed(self, const char* data, Py_ssize_t n) except -1:
         if self._proto_in is not None:
             self._own_filter()
@@ -317,14 +325,19 @@ cdef class _Link(ReadWrite):
         self.core.link_ended(self)
 
     cdef int _graceful(self) except -1:
-        """Stop input, flush pending output, then end."""
-        if self.state & (S_ENDED | S_SHUTTING):
+        """Stop input, flush pending output, then end.  Called again (an
+        error while flushing drops the output) it ends the connection once
+        nothing is left to write: a connection never waits for a flush that
+        cannot come."""
+        if self.state & S_ENDED:
             return 0
-        self.state |= S_SHUTTING
-        if self.fd >= 0:
-            self.c_pause_input()
-        if self.fd >= 0 and self.pending_out() > 0 and not (self.state & S_CONNECTING):
-            return 0            # _on_flushed finishes it
+        if not (self.state & S_SHUTTING):
+            self.state |= S_SHUTTING
+            if self.fd >= 0:
+                self.c_pause_input()
+        if (self.fd >= 0 and not self.is_closed() and self.pending_out() > 0
+                and not (self.state & S_CONNECTING)):
+            return 0            # _on_flushed (or a write error) finishes it
         return self._end(True)
 
     cdef int _cancel_timers(self) except -1:
@@ -471,8 +484,6 @@ cdef class Connection(_Link):
         cdef _ServerCore core = <_ServerCore>self.core
         if self.state & S_SHUTTING:
             return 0
-        if self.timeout_s > 0.0:
-            self.deadline = self.kernel.now() + self.timeout_s
         core.client_input(self, record)
         return 0
 
@@ -486,21 +497,27 @@ cdef class Connection(_Link):
             else:
                 _log.warning("cypoe: TLS handshake with %s:%s failed: %s",
                              self.remote_ip, self.remote_port, errstr)
-            self._end(False)
-            core.link_ended(self)
+            if not (self.state & S_ENDED):     # client_error may have closed it
+                self._end(False)
+                core.link_ended(self)
             return 0
         if core.client_error is not None:
             core.client_error(self, op, errnum, errstr)
         elif not _default_error_is_quiet(errnum):
             _log.warning("cypoe: client %s:%s %s error %d: %s", self.remote_ip,
                          self.remote_port, op, errnum, errstr)
-        if core.shutdown_on_error:
+        if core.shutdown_on_error or (self.state & S_SHUTTING):
+            # Shutting already: a write error dropped what was waiting to
+            # be flushed, so this ends it.
             self._graceful()
         return 0
 
     cdef int _on_flushed(self) except -1:
         cdef _ServerCore core = <_ServerCore>self.core
-        if core.client_flushed is not None:
+        # Before client_connected only the TLS handshake was written: not a
+        # flush of the application's output.  (A shutting connection still
+        # ends here.)
+        if core.client_flushed is not None and (self.state & S_CONNECTED):
             core.client_flushed(self)
         if self.state & S_SHUTTING:
             self._end(True)
@@ -660,6 +677,10 @@ cdef class _ServerCore(_Core):
 
     cdef int _expired(self, _Link link) except -1:
         cdef Connection conn = <Connection>link
+        if conn.state & S_SHUTTING:
+            # Already closing and still silent: no second wait for a flush.
+            conn._end(True)
+            return 0
         if self.client_error is not None:
             conn._call_user(self.client_error,
                             ("timeout", ETIMEDOUT, _strerror(ETIMEDOUT)))
@@ -764,8 +785,6 @@ cdef class Conn(_Link):
     cdef int _on_input(self, object record) except -1:
         if self.state & S_SHUTTING:
             return 0
-        if self.timeout_s > 0.0:
-            self.deadline = self.kernel.now() + self.timeout_s
         (<_MultiCore>self.core).on_input(self, record)
         return 0
 
@@ -987,13 +1006,13 @@ cdef class ClientLink(_Link):
             core.server_error(core.owner, op, errnum, errstr)
         elif not _default_error_is_quiet(errnum):
             _log.warning("cypoe: Client %s error %d: %s", op, errnum, errstr)
-        if self.core.owner._link is self:
+        if self.core.owner._link is self or (self.state & S_SHUTTING):
             self._graceful()
         return 0
 
     cdef int _on_flushed(self) except -1:
         cdef _ClientCore core = <_ClientCore>self.core
-        if core.server_flushed is not None:
+        if core.server_flushed is not None and (self.state & S_CONNECTED):
             core.server_flushed(core.owner)
         if self.state & S_SHUTTING:
             self._end(True)

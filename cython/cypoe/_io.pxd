@@ -91,6 +91,9 @@ cdef class ReadWrite(Handler):
     cdef int _on_low(self) except -1
     cdef int _on_connected(self) except -1
     cdef int _on_handshake(self) except -1
+    # Bytes arrived from the peer (once per wakeup that read any, before
+    # they are filtered; TLS records count before decryption).
+    cdef int _on_bytes(self) except -1
 
     # Operations (the Python methods are thin wrappers over these).
     cdef int c_put(self, tuple records) except -1      # 1 while pending >= high_mark

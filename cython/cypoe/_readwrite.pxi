@@ -2,6 +2,8 @@
 
 cdef enum:
     F_WNOTSOCK = 16384   # the output side is not a socket: write() instead of send()
+    F_HIGH_TOLD = 32768  # on_high was delivered, on_low not yet
+    F_FLUSH_QUEUED = 65536   # a flushed event is queued behind a callback
 
 
 cdef object _check_filter(object f, str name, bint need_input, bint need_output):
@@ -175,7 +177,7 @@ cdef class ReadWrite(Handler):
 
     cdef int set_marks(self, Py_ssize_t high, Py_ssize_t low) except -1:
         if high == 0 and low == 0:
-            self._flags &= ~(F_MARKS | F_ABOVE)
+            self._flags &= ~(F_MARKS | F_ABOVE | F_HIGH_TOLD)
             return 0
         if high <= 0 or low <= 0 or low >= high:
             raise ValueError(f"low_mark/high_mark: need 0 < low_mark < high_mark "
@@ -263,6 +265,10 @@ cdef class ReadWrite(Handler):
         return 0
 
     cdef int _on_flushed(self) except -1:
+        # The TLS handshake's own records are not the application's output:
+        # on_flushed is about what put() queued.
+        if (self._flags & F_TLS) and not (<_TLSState>self._x.tls).done:
+            return 0
         if self._cbs is not None and self._cbs.flushed is not None:
             self._cbs.flushed(self)
         return 0
@@ -278,6 +284,9 @@ cdef class ReadWrite(Handler):
         return 0
 
     cdef int _on_connected(self) except -1:
+        return 0
+
+    cdef int _on_bytes(self) except -1:
         return 0
 
     cdef int _on_handshake(self) except -1:
@@ -307,13 +316,41 @@ cdef class ReadWrite(Handler):
 
     cdef int _emit(self, int kind, str op, int errnum, str errstr) except -1:
         cdef object err = None
-        if self._flags & F_CLOSED:
+        cdef unsigned int f = self._flags
+        if f & F_CLOSED:
             return 0
-        if self._flags & F_BUSY:
+        if f & F_BUSY:
             # Never re-entrant for one connection: queue it behind the
-            # callback that caused it.
+            # callback that caused it.  A queued event is checked again
+            # when it is delivered (below); one queued flushed is enough.
+            if kind == K_FLUSHED:
+                if f & F_FLUSH_QUEUED:
+                    return 0
+                self._flags |= F_FLUSH_QUEUED
             self.kernel.call_soon(self._deferred, (kind, op, errnum, errstr))
             return 0
+        # The watermark events describe the buffer as it is now, not as it
+        # was when they arose (a queued event may be stale by the time it is
+        # delivered): high and low alternate, low is told before flushed,
+        # and flushed is told only while the buffer is empty -- a handler
+        # that closes on flushed must never truncate output.
+        if kind == K_HIGH:
+            if not (f & F_ABOVE) or (f & F_HIGH_TOLD):
+                return 0
+            self._flags |= F_HIGH_TOLD
+        elif kind == K_LOW:
+            if (f & F_ABOVE) or not (f & F_HIGH_TOLD):
+                return 0
+            self._flags &= ~F_HIGH_TOLD
+        elif kind == K_FLUSHED:
+            self._flags &= ~F_FLUSH_QUEUED
+            if self.pending_out() > 0:
+                return 0
+            if f & F_HIGH_TOLD:
+                # The low that goes with this flush is still queued.
+                self._emit(K_LOW, None, 0, None)
+                if self._flags & (F_CLOSED | F_BUSY) or self.pending_out() > 0:
+                    return 0
         self._flags |= F_BUSY
         try:
             if kind == K_ERROR:
@@ -363,6 +400,8 @@ cdef class ReadWrite(Handler):
             else:
                 n = recv(fd, k.rbuf, k.rbuf_size, 0)
             if n > 0:
+                if reads == 0:
+                    self._on_bytes()
                 self._feed(k.rbuf, n)
                 if self._flags & (F_CLOSED | F_EOF | F_PAUSED):
                     return 0
@@ -549,6 +588,11 @@ cdef class ReadWrite(Handler):
         _drop_output(self)
         if self._flags & F_TLS:
             t = <_TLSState>self._x.tls
+            if not t.done:
+                # A read or write failure before the handshake finished is a
+                # failed handshake, whatever the system call was (API.md:
+                # connect_error(c, "tls", ...)).
+                op = "tls"
             if t.timer is not None:
                 self.kernel.cancel_timer(t.timer)
                 t.timer = None
@@ -778,6 +822,8 @@ cdef class ReadWrite(Handler):
             else:
                 n = recv(fd, k.rbuf, k.rbuf_size, 0)
             if n > 0:
+                if reads == 0:
+                    self._on_bytes()
                 t.inbio.write(PyBytes_FromStringAndSize(k.rbuf, n))
                 reads += 1
                 if n < k.rbuf_size or reads >= MAX_READS:

@@ -4,6 +4,7 @@ import errno
 import hashlib
 import socket
 import ssl
+import struct
 
 import pytest
 
@@ -129,10 +130,38 @@ def test_tls_failed_handshake(kernel, server_ctx):
     errs = crec.errors()
     assert len(errs) == 1 and errs[0][1] == "tls" and errs[0][2] == errno.EPROTO
     assert "certificate" in errs[0][3].lower()
-    assert srec.errors()[0][1] in ("tls", "read")
+    assert srec.errors()[0][1] == "tls"
     assert srec.records == []
     srv.close()
     cli.close()
+
+
+def _reset(sock):
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    sock.close()
+
+
+@pytest.mark.parametrize("side", ["client", "server"])
+def test_tls_reset_during_the_handshake_is_a_tls_error(kernel, server_ctx, client_ctx, side):
+    """A peer that resets the connection before the handshake is done: the
+    handshake failed ("tls", ECONNRESET), not a "read" error."""
+    a, b = tcp_pair()
+    rec = Recorder()
+    if side == "client":
+        drv = TLS(client_ctx, server_hostname="localhost")
+    else:
+        drv = TLS(server_ctx, server_side=True)
+        b.sendall(b"\x16\x03\x01")      # the start of a ClientHello
+    rw = ReadWrite(a, kernel=kernel, driver=drv, on_input=rec.on_input, on_error=rec.on_error)
+    run_for(kernel, 0.05)
+    if side == "client":
+        b.settimeout(5)
+        assert b.recv(5)            # the ClientHello is on its way
+    _reset(b)
+    run_until(kernel, lambda: rec.errors(), timeout=5)
+    run_for(kernel, 0.05)
+    assert [e[:3] for e in rec.errors()] == [("error", "tls", errno.ECONNRESET)]
+    rw.close()
 
 
 def test_tls_handshake_timeout(kernel, server_ctx):
