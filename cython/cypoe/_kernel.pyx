@@ -65,6 +65,10 @@ cdef dict _BACKEND_NAMES = {v: k for k, v in _BACKENDS.items()}
 
 cdef object _log = logging.getLogger("cypoe")
 
+# The event of the garbage-collection check queued for every new session
+# (POE's EN_GC): not a str, so no state -- not even _default -- can see it.
+cdef object _GC_CHECK = object()
+
 
 cdef object call_with_first(object fn, object first, tuple args):
     """fn(first, *args) without building a new argument tuple."""
@@ -634,7 +638,12 @@ cdef class Kernel:
                 elif isinstance(target, Session):
                     s = <Session>target
                     s._refs -= 1
-                    if not s.stopped:
+                    if s.stopped:
+                        pass
+                    elif event is _GC_CHECK:
+                        if s._depth == 0:
+                            s._maybe_end()
+                    else:
                         s._dispatch(<str>event, args)
                 else:
                     target._cypoe_event(event, args)
@@ -993,7 +1002,9 @@ cdef class Session:
     ``Session(states, *, alias=None, heap=None, args=(), kernel=None)``;
     ``_start`` runs inside the constructor with ``args``.  The session ends
     (``_stop`` runs once) when no events, timers or components keep it alive,
-    or on ``stop()``.
+    or on ``stop()``.  A new session is not ended inside its constructor: as
+    in POE, a queued check looks at it once the loop runs, so events posted
+    to it right after the constructor are delivered.
     """
 
     def __init__(self, states, *, alias=None, heap=None, args=(), kernel=None):
@@ -1025,6 +1036,13 @@ cdef class Session:
         k._sessions[self.id] = self
         if alias is not None:
             k.alias_set(alias, self)
+        # As in POE, whether a new session has work is checked once the loop
+        # runs, not inside its constructor: the queued check holds the
+        # session until then, so events posted to it (or its alias) right
+        # after the constructor are delivered.  Queued before _start, so a
+        # _start that raises still leaves the session to be collected.
+        self._refs = 1
+        k._ready.append((self, _GC_CHECK, ()))
         self._dispatch("_start", tuple(args))
 
     @property
