@@ -321,6 +321,10 @@ cdef class Kernel:
         self._wake_wfd = wfd
         self._wake_handler = _WakeHandler()
         self.register(self._wake_handler, rfd, EV_READ, False)
+        # No back reference: the handlers array is invisible to the cycle
+        # collector, so kernel -> array -> handler -> kernel would keep a
+        # dropped Kernel (and its fds) alive for ever.
+        self._wake_handler.kernel = None
         # The signal wakeup pipe, handed to signal.set_wakeup_fd by run()
         # (an eventfd cannot take its one-byte writes).
         if cp_pipe_open(&rfd, &wfd) < 0:
@@ -729,6 +733,7 @@ cdef class Kernel:
         self._saved_wakeup_fd = _signal.set_wakeup_fd(self._sig_wfd, warn_on_full_buffer=False)
         self._sig_handler = _WakeHandler()
         self.register(self._sig_handler, self._sig_rfd, EV_READ, False)
+        self._sig_handler.kernel = None   # as _wake_handler's
         self._signals_installed = True
         for name in ("INT", "TERM"):
             self._install_signal(name)

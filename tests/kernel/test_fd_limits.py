@@ -88,3 +88,24 @@ def test_call_soon_threadsafe_and_shutdown_signal_with_no_fd_left(backend):
         print(json.dumps(out))
     """, backend)
     assert out == ["shutdown"]
+
+
+def _open_fds():
+    return len(os.listdir("/dev/fd"))
+
+
+def test_a_dropped_kernel_closes_its_fds(kernel):
+    import gc
+
+    import cypoe
+
+    backend = kernel.backend
+    gc.collect()
+    before = _open_fds()
+    for _ in range(20):
+        k = cypoe.Kernel(backend=backend)
+        k.delay(0, lambda: None)
+        k.run()
+    del k
+    gc.collect()
+    assert _open_fds() == before
