@@ -6,7 +6,7 @@
 # coalesced writes).  An exception escaping a hook is reported to the
 # kernel's exception handler and the loop goes on.
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t, int64_t
 
 cdef enum:
     EV_READ = 1
@@ -47,6 +47,7 @@ cdef class Kernel:
     cdef void* _poller               # cp_poller*, see _poller.h
     cdef void* _events               # cp_event[], filled by each wait
     cdef int _max_events
+    cdef int64_t _last_timeout_ns    # of the last wait, -1: none (introspection)
     # Watchers by fd index: handlers[fd] (owned references) and a generation
     # per fd, bumped on every unregister so that events collected for an fd
     # that was closed (and maybe reused) earlier in the iteration are dropped.
@@ -82,7 +83,7 @@ cdef class Kernel:
     cdef bint _stopping
     cdef bint _graceful               # a first INT/TERM asked components to end
     cdef bint _running
-    cdef int _sig_rfd, _sig_wfd
+    cdef int _sig_rfd, _sig_wfd       # made by the constructor, like every kernel fd
     cdef Handler _sig_handler
     cdef object _exception_handler
     cdef object _log

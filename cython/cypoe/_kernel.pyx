@@ -4,7 +4,8 @@
 One loop iteration (``_run_once``):
 
 1. wait for readiness (epoll | kqueue | poll) with the GIL released, for at
-   most the time until the next timer (0 when work is already queued);
+   most the time until the next timer (0 when work is already queued), to
+   the nanosecond: see _poller.h for how each backend does it;
 2. dispatch readiness to the watchers, found by fd index;
 3. run Python-level signal handlers, then deliver the signals;
 4. fire the timers that are due, in (due time, order set);
@@ -17,7 +18,7 @@ from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.exc cimport PyErr_CheckSignals
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.errno cimport errno, EINTR
 from libc.math cimport ceil
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
@@ -42,14 +43,19 @@ cdef extern from "_poller.h" nogil:
         uint32_t gen
     ctypedef struct cp_poller:
         int kind
+        int kfd
     int CP_READ, CP_WRITE, CP_ERROR
     int CP_BACKEND_EPOLL, CP_BACKEND_KQUEUE, CP_BACKEND_POLL
+    int CP_PRECISE_AUTO, CP_PRECISE_TIMERFD
     int cp_backend_available(int kind)
     int cp_default_backend()
     int cp_poller_init(cp_poller* p, int kind, int max_events)
+    int cp_poller_enable_precise(cp_poller* p, int how)
+    const char* cp_poller_wait_mechanism(const cp_poller* p)
     void cp_poller_close(cp_poller* p)
     int cp_poller_ctl(cp_poller* p, int fd, uint32_t gen, int old_ev, int new_ev)
-    int cp_poller_wait(cp_poller* p, cp_event* out, int max_out, int timeout_ms)
+    int cp_poller_wait_ns(cp_poller* p, cp_event* out, int max_out, int64_t timeout_ns)
+    int cp_pipe_open(int* rfd, int* wfd)
     int cp_wakeup_open(int* rfd, int* wfd)
     void cp_wakeup_signal(int wfd)
     void cp_wakeup_drain(int rfd)
@@ -63,7 +69,15 @@ cdef dict _BACKENDS = {"epoll": CP_BACKEND_EPOLL, "kqueue": CP_BACKEND_KQUEUE,
                        "poll": CP_BACKEND_POLL}
 cdef dict _BACKEND_NAMES = {v: k for k, v in _BACKENDS.items()}
 
+# CYPOE_EPOLL_WAIT=timerfd makes new epoll Kernels use the timerfd fallback
+# even where epoll_pwait2 exists (for the tests of that path).
+cdef str _EPOLL_WAIT_ENV = "CYPOE_EPOLL_WAIT"
+
 cdef object _log = logging.getLogger("cypoe")
+
+# The event of the garbage-collection check queued for every new session
+# (POE's EN_GC): not a str, so no state -- not even _default -- can see it.
+cdef object _GC_CHECK = object()
 
 
 cdef object call_with_first(object fn, object first, tuple args):
@@ -269,6 +283,12 @@ cdef class Kernel:
             free(self._poller)
             self._poller = NULL
             raise OSError(errno, os.strerror(errno))
+        how = CP_PRECISE_AUTO
+        if os.environ.get(_EPOLL_WAIT_ENV) == "timerfd":
+            how = CP_PRECISE_TIMERFD
+        if cp_poller_enable_precise(<cp_poller*>self._poller, how) < 0:
+            raise OSError(errno, os.strerror(errno))
+        self._last_timeout_ns = -1
         self._heap = []
         self._seq = 0
         self.n_timers = 0
@@ -292,12 +312,25 @@ cdef class Kernel:
         self._running = False
         self._exception_handler = None
         self._log = _log
+        # Every fd the kernel needs is taken here, not in run(): a program
+        # that has used up RLIMIT_NOFILE (connections failing with EMFILE
+        # one by one) can still run the loop, install signals, fire timers.
         if cp_wakeup_open(&rfd, &wfd) < 0:
             raise OSError(errno, os.strerror(errno))
         self._wake_rfd = rfd
         self._wake_wfd = wfd
         self._wake_handler = _WakeHandler()
         self.register(self._wake_handler, rfd, EV_READ, False)
+        # No back reference: the handlers array is invisible to the cycle
+        # collector, so kernel -> array -> handler -> kernel would keep a
+        # dropped Kernel (and its fds) alive for ever.
+        self._wake_handler.kernel = None
+        # The signal wakeup pipe, handed to signal.set_wakeup_fd by run()
+        # (an eventfd cannot take its one-byte writes).
+        if cp_pipe_open(&rfd, &wfd) < 0:
+            raise OSError(errno, os.strerror(errno))
+        self._sig_rfd = rfd
+        self._sig_wfd = wfd
 
     def __dealloc__(self):
         cdef int fd
@@ -321,6 +354,11 @@ cdef class Kernel:
         if self._wake_wfd >= 0 and self._wake_wfd != self._wake_rfd:
             c_close(self._wake_wfd)
         self._wake_rfd = self._wake_wfd = -1
+        if self._sig_rfd >= 0:
+            c_close(self._sig_rfd)
+        if self._sig_wfd >= 0:
+            c_close(self._sig_wfd)
+        self._sig_rfd = self._sig_wfd = -1
 
     # ------------------------------------------------------------------
     # C face
@@ -503,7 +541,9 @@ cdef class Kernel:
     cdef bint _has_work(self):
         return (self.n_handlers > 0 or self.n_timers > 0 or len(self._components) > 0
                 or len(self._sessions) > 0 or self._ready_head < len(self._ready)
-                or len(self._threadsafe) > 0 or len(self._dirty) > 0)
+                or len(self._threadsafe) > 0 or len(self._dirty) > 0
+                # a signal that arrived during the last callback is delivered
+                or len(self._pending_signals) > 0)
 
     cdef int _drain_threadsafe(self) except -1:
         cdef object dq = self._threadsafe
@@ -513,7 +553,8 @@ cdef class Kernel:
         return 0
 
     cdef int _run_once(self, double timeout) except -1:
-        cdef int n, i, fd, ev, timeout_ms
+        cdef int n, i, fd, ev
+        cdef int64_t timeout_ns
         cdef cp_event* evs = <cp_event*>self._events
         cdef cp_poller* poller = <cp_poller*>self._poller
         cdef Handler h
@@ -541,15 +582,18 @@ cdef class Kernel:
                     wait = 0.0
                 if timeout < 0.0 or wait < timeout:
                     timeout = wait
+        # Not rounded to milliseconds: a timer fires within tens of
+        # microseconds of its due time on an idle loop (never before it).
         if timeout < 0.0:
-            timeout_ms = -1
+            timeout_ns = -1
         elif timeout > 86400.0:
-            timeout_ms = 86400000
+            timeout_ns = <int64_t>86400 * 1000000000
         else:
-            timeout_ms = <int>ceil(timeout * 1000.0)
+            timeout_ns = <int64_t>ceil(timeout * 1e9)
+        self._last_timeout_ns = timeout_ns
 
         with nogil:
-            n = cp_poller_wait(poller, evs, MAX_EVENTS, timeout_ms)
+            n = cp_poller_wait_ns(poller, evs, MAX_EVENTS, timeout_ns)
         if n < 0:
             if errno != EINTR:
                 raise OSError(errno, os.strerror(errno))
@@ -637,7 +681,12 @@ cdef class Kernel:
                 elif isinstance(target, Session):
                     s = <Session>target
                     s._refs -= 1
-                    if not s.stopped:
+                    if s.stopped:
+                        pass
+                    elif event is _GC_CHECK:
+                        if s._depth == 0:
+                            s._maybe_end()
+                    else:
                         s._dispatch(<str>event, args)
                 else:
                     target._cypoe_event(event, args)
@@ -682,15 +731,12 @@ cdef class Kernel:
         return 0
 
     cdef int _install_signals(self) except -1:
-        cdef int rfd = -1, wfd = -1
-        r, w = os.pipe()
-        os.set_blocking(r, False)
-        os.set_blocking(w, False)
-        self._sig_rfd = r
-        self._sig_wfd = w
-        self._saved_wakeup_fd = _signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        # The pipe was made by the constructor: no fd is taken here.
+        cp_wakeup_drain(self._sig_rfd)
+        self._saved_wakeup_fd = _signal.set_wakeup_fd(self._sig_wfd, warn_on_full_buffer=False)
         self._sig_handler = _WakeHandler()
-        self.register(self._sig_handler, r, EV_READ, False)
+        self.register(self._sig_handler, self._sig_rfd, EV_READ, False)
+        self._sig_handler.kernel = None   # as _wake_handler's
         self._signals_installed = True
         for name in ("INT", "TERM"):
             self._install_signal(name)
@@ -716,9 +762,6 @@ cdef class Kernel:
         self._saved_wakeup_fd = None
         self.unregister(self._sig_handler)
         self._sig_handler = None
-        os.close(self._sig_rfd)
-        os.close(self._sig_wfd)
-        self._sig_rfd = self._sig_wfd = -1
         return 0
 
     cdef int _deliver_signals(self) except -1:
@@ -761,6 +804,43 @@ cdef class Kernel:
     def time(self):
         """Monotonic seconds (the clock of ``alarm`` and timers)."""
         return self.now()
+
+    def fileno(self):
+        """The poller's fd (epoll or kqueue): readable when a watched fd is
+        ready, for embedding the kernel in another loop.  The poll backend
+        has none: CypoeError."""
+        cdef cp_poller* p = <cp_poller*>self._poller
+        if p.kfd < 0:
+            raise CypoeError(f"fileno(): the {self.backend} backend has no fd to wait on")
+        return p.kfd
+
+    def next_deadline(self):
+        """When the loop next has something to do without any fd being ready:
+        ``time()`` now if events, callbacks, writes or signals are queued,
+        else the due time of the earliest pending timer (maybe past), or
+        None when nothing is scheduled."""
+        cdef list heap = self._heap
+        if (self._ready_head < len(self._ready) or self._threadsafe or self._dirty
+                or self._pending_signals):
+            return self.now()
+        while heap and (<Timer>heap[0]).callback is None:
+            (<Timer>_heap_pop(heap)).queued = False
+            self._n_cancelled -= 1
+        if heap:
+            return (<Timer>heap[0]).when
+        return None
+
+    @property
+    def _wait_mechanism(self):
+        """How the readiness wait honours a timeout (introspection, tests):
+        'epoll_pwait2', 'timerfd', 'kevent', 'ppoll' or 'milliseconds'."""
+        return cp_poller_wait_mechanism(<cp_poller*>self._poller).decode()
+
+    @property
+    def _last_poll_timeout_ns(self):
+        """The timeout in nanoseconds given to the last readiness wait
+        (-1: none or for ever); introspection for the tests."""
+        return self._last_timeout_ns
 
     def run(self):
         """Run until nothing is left to do, ``stop()`` is called, or a
@@ -996,7 +1076,9 @@ cdef class Session:
     ``Session(states, *, alias=None, heap=None, args=(), kernel=None)``;
     ``_start`` runs inside the constructor with ``args``.  The session ends
     (``_stop`` runs once) when no events, timers or components keep it alive,
-    or on ``stop()``.
+    or on ``stop()``.  A new session is not ended inside its constructor: as
+    in POE, a queued check looks at it once the loop runs, so events posted
+    to it right after the constructor are delivered.
     """
 
     def __init__(self, states, *, alias=None, heap=None, args=(), kernel=None):
@@ -1028,6 +1110,13 @@ cdef class Session:
         k._sessions[self.id] = self
         if alias is not None:
             k.alias_set(alias, self)
+        # As in POE, whether a new session has work is checked once the loop
+        # runs, not inside its constructor: the queued check holds the
+        # session until then, so events posted to it (or its alias) right
+        # after the constructor are delivered.  Queued before _start, so a
+        # _start that raises still leaves the session to be collected.
+        self._refs = 1
+        k._ready.append((self, _GC_CHECK, ()))
         self._dispatch("_start", tuple(args))
 
     @property

@@ -34,11 +34,6 @@ def test_start_runs_in_constructor_with_args_and_stop_exactly_once(kernel):
     assert out == [("start", 1, 2), "x", "stop"]
 
 
-def test_session_with_nothing_to_do_ends_after_start(kernel):
-    out = []
-    s = Session({"_stop": lambda s: out.append("stop")}, kernel=kernel)
-    assert s.stopped and out == ["stop"]
-    assert kernel.sessions == 0
 
 
 def test_session_timers_keep_it_alive(kernel):
