@@ -1,8 +1,10 @@
 """cypoe serve pong speaks redis's framing: one +PONG per command, inline or
 multibulk, however the bytes are split (issue 15, item 3)."""
+import selectors
 import shutil
 import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -102,19 +104,72 @@ def test_serve_pong_block_filter_one_per_block():
             assert recv_exactly(s, 14) == b"5\x00+PONG" * 2
 
 
+class CountingRelay:
+    """A loopback relay between redis-benchmark and the server that keeps
+    both streams, so that the test can count commands and answers."""
+
+    def __init__(self, port):
+        self.port = port
+        self.up = bytearray()       # client -> server
+        self.down = bytearray()     # server -> client
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(64)
+        self.listen_port = self.lsock.getsockname()[1]
+        self.stop = False
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        sel = selectors.DefaultSelector()
+        sel.register(self.lsock, selectors.EVENT_READ, None)
+        peers = {}
+        while not self.stop:
+            for key, _ in sel.select(0.1):
+                if key.data is None:
+                    c, _ = self.lsock.accept()
+                    s = socket.create_connection(("127.0.0.1", self.port))
+                    peers[c], peers[s] = (s, self.up), (c, self.down)
+                    sel.register(c, selectors.EVENT_READ, c)
+                    sel.register(s, selectors.EVENT_READ, s)
+                    continue
+                sock = key.data
+                data = sock.recv(65536)
+                other, log = peers[sock]
+                if not data:
+                    for x in (sock, other):
+                        sel.unregister(x)
+                        x.close()
+                    continue
+                log += data
+                other.sendall(data)
+        self.lsock.close()
+
+    def close(self):
+        self.stop = True
+        self.thread.join(10)
+
+
 @pytest.mark.skipif(shutil.which("redis-benchmark") is None,
                     reason="redis-benchmark is not installed (apt: redis-tools)")
 def test_redis_benchmark_ping_inline_and_mbulk():
     with serving("pong") as srv:
-        proc = subprocess.run(
-            ["redis-benchmark", "-h", "127.0.0.1", "-p", str(srv.port), "-t", "ping",
-             "-n", "1000", "-c", "4", "-q"],
-            capture_output=True, text=True, timeout=60)
-        # one answer per command: a connection opened after the benchmark
-        # still gets exactly one reply to each form
-        n, got, rest = _pongs(srv, MBULK + INLINE)
-        assert got == b"+PONG\r\n" * 2 and rest == b""
+        relay = CountingRelay(srv.port)
+        try:
+            proc = subprocess.run(
+                ["redis-benchmark", "-h", "127.0.0.1", "-p", str(relay.listen_port),
+                 "-t", "ping", "-n", "1000", "-c", "4", "-q"],
+                capture_output=True, text=True, timeout=60)
+        finally:
+            relay.close()
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout.replace("\r", "\n")
     assert "PING_INLINE:" in out and "PING_MBULK:" in out, out
     assert "requests per second" in out
+    up, down = bytes(relay.up), bytes(relay.down)
+    # both forms were sent, 1000 of each (and redis-benchmark's CONFIG GETs)
+    assert up.count(b"*1\r\n$4\r\nPING\r\n") == 1000
+    assert up.count(b"PING\r\n") == 2000
+    commands = up.count(b"PING\r\n") + up.count(b"CONFIG")
+    # one answer per command: before, each multibulk PING got three
+    assert down == b"+PONG\r\n" * commands
