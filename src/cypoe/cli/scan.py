@@ -41,7 +41,8 @@ def check_argv(argv):
     for a in argv:
         if a == "--":
             break
-        if len(a) >= 3 and a.startswith("-o") and a[2] != "-" and a[2:3].isalpha() \
+        # (-oFILE, -o with its value attached, stays what it was)
+        if len(a) == 3 and a.startswith("-o") and a[2].isalpha() \
                 and a not in NMAP_OUTPUTS and a != "-oA":
             return (f"unknown output option {a} (nmap's -oN, -oG, -oX, -oA, masscan's "
                     f"-oL, -oJ; or -o FILE --format F)")
@@ -229,6 +230,7 @@ class Plan:
         if not 0 <= start <= self.total:
             raise ValueError(f"resume position {start} is outside the scan (0..{self.total})")
         self.start = start
+        self._cache = {}
         self.pending = [(int(i), int(t)) for i, t in pending]
         for i, _ in self.pending:
             if not (0 <= i < self.space and i % shards == shard):
@@ -250,8 +252,15 @@ class Plan:
         return self.items_of(self.indices())
 
     def item(self, idx):
+        """(address, port, version) of one index."""
         t, pi = divmod(idx, self.nports)
-        return self.targets[t], self.ports[pi], self.targets.version_at(t)
+        cache = self._cache
+        hit = cache.get(t)
+        if hit is None:
+            if len(cache) > 4096:
+                cache.clear()
+            hit = cache[t] = (self.targets[t], self.targets.version_at(t))
+        return hit[0], self.ports[pi], hit[1]
 
     def items_of(self, indices):
         targets, ports, n = self.targets, self.ports, self.nports
