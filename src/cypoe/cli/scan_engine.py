@@ -464,7 +464,7 @@ class BannerScanner(Scanner):
     An open port holds its place in the concurrency until its banner is
     read.  Once a port has been seen open it stays open in the results:
     what goes wrong afterwards is a status (``connection-closed``,
-    ``io-timeout``, ``protocol-error``) and an error of an open port.
+    ``io-timeout``, ``handshake-error``) and an error of an open port.
     ``on_other(state, n)``, when given, receives the closed and filtered
     ports in counts."""
 
