@@ -477,3 +477,48 @@ def test_engines_stop_and_resume_without_loss_or_duplicate(listeners, engine, ba
     got = sorted(r["port"] for r in first + second)
     assert got == ports
     assert {r["port"] for r in first + second if r["state"] == "open"} == set(listeners)
+
+
+def test_second_ctrl_c_keeps_what_was_in_flight(tmp_path, listeners):
+    """A second Ctrl-C ends the probes in flight unreported: the state
+    keeps them as pending, and the resumed scan probes them."""
+    from .test_scan_compiled import Blackholes
+    holes = Blackholes(4)
+    closed = free_ports(20)
+    ports = sorted(holes.ports + closed + listeners)
+    state, first = tmp_path / "st.json", tmp_path / "first.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "cypoe", "scan", "127.0.0.1", "-p",
+                             ",".join(map(str, ports)), "--all", "--timeout", "60s",
+                             "--retries", "0", "-o", str(first), "--resume-file", str(state)],
+                            env=ENV, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:      # open ports are flushed as found
+            if first.exists() and first.read_text().count('"open"') >= 3:
+                break
+            time.sleep(0.05)
+        time.sleep(0.5)     # the closed ones answer at once; the blackholes never
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)   # well before the 60 s connect timeout
+    finally:
+        holes.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err
+    a = output.parse_jsonl(first.read_text())
+    assert set(listeners) <= {r["port"] for r in a}
+    assert not {r["port"] for r in a} & set(holes.ports)     # never reported...
+    saved = json.loads(state.read_text())
+    [part] = saved["parts"]
+    pending_ports = {ports[i] for i, _ in part["pending"]}
+    assert set(holes.ports) <= pending_ports                  # ...but kept
+    # the blackholes are gone: the resumed scan finds those ports closed
+    second = tmp_path / "second.jsonl"
+    run_cli("scan", "--resume", state, "--all", "-q", "-o", second, check_rc=0)
+    b = output.parse_jsonl(second.read_text())
+    assert set(holes.ports) <= {r["port"] for r in b}
+    assert sorted(r["port"] for r in a + b) == ports
