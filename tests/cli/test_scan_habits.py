@@ -387,8 +387,9 @@ def _interrupt(tmp_path, args, out, state, wait_for):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_interrupt_and_resume_make_the_whole_scan(tmp_path, listeners, workers):
     lo = listeners[0]
-    ports = f"{lo - 150}-{lo + 150},{listeners[1]},{listeners[2]}"
-    args = ["127.0.0.1", "-p", ports, "--all", "--seed", "31", "--rate", "150",
+    ports = f"{lo - 200}-{lo + 200},{listeners[1]},{listeners[2]}"
+    # slow enough (4 s) that the interrupt comes in the middle
+    args = ["127.0.0.1", "-p", ports, "--all", "--seed", "31", "--rate", "100",
             "--workers", workers]
     full = tmp_path / "full.jsonl"
     run_cli("scan", *args[:-4], "--rate", "0", "-q", "-o", full, check_rc=0)
@@ -418,7 +419,7 @@ def test_interrupt_and_resume_make_the_whole_scan(tmp_path, listeners, workers):
 def test_resume_state_after_a_second_interrupt(tmp_path, listeners):
     """A resumed scan interrupted again saves a state that resumes in turn."""
     lo = listeners[0]
-    args = ["127.0.0.1", "-p", f"{lo}-{lo + 240}", "--all", "--seed", "8", "--rate", "120"]
+    args = ["127.0.0.1", "-p", f"{lo}-{lo + 240}", "--all", "--seed", "8", "--rate", "60"]
     s1, s2 = tmp_path / "s1.json", tmp_path / "s2.json"
     _interrupt(tmp_path, args, tmp_path / "a.jsonl", s1, wait_for=20)
     _interrupt(tmp_path, ["--resume", s1, "--all"], tmp_path / "b.jsonl", s2, wait_for=20)
