@@ -142,15 +142,19 @@ cdef class ScanOrder:
     same sequence as :func:`cypoe.cli.order.shard_order`, computed in C.
 
     ``keys``/``half`` are a :class:`cypoe.cli.order.Permutation`'s
-    (``keys=None``: natural order)."""
+    (``keys=None``: natural order).  ``start`` skips the first ``start``
+    positions of the walk (a resumed scan); ``position`` is how many have
+    been taken."""
     cdef uint64_t m, pos, shards, shard, mask
     cdef uint64_t keys[8]
     cdef int nkeys, half
     cdef bint identity
 
-    def __init__(self, m, shards, shard, keys=None, half=0):
+    def __init__(self, m, shards, shard, keys=None, half=0, start=0):
+        if not 0 <= start <= m:
+            raise ValueError(f"start must be in 0..{m}, not {start}")
         self.m = m
-        self.pos = 0
+        self.pos = start
         self.shards = shards
         self.shard = shard
         self.identity = keys is None
@@ -180,6 +184,10 @@ cdef class ScanOrder:
     @property
     def remaining(self):
         return self.m - self.pos
+
+    @property
+    def position(self):
+        return self.pos
 
     def __iter__(self):
         return self
@@ -368,13 +376,14 @@ cdef class ConnectScan(Handler):
         self._pump()
 
     def stop(self, bint at_once=False):
-        """Launch nothing more (queued retries are dropped).  The probes in
-        flight end as they would, a timeout then being final, and the scan
-        finishes with the last of them: what Ctrl-C does.  ``at_once``
-        closes them too, unreported, and finishes now."""
+        """Launch nothing more.  The probes in flight end as they would and
+        the scan finishes with the last of them: what Ctrl-C does.  A probe
+        that would be tried again (a timeout with retries left, EMFILE...)
+        is not reported but kept, with the retries queued: :meth:`pending`
+        lists them, for a resumed scan.  ``at_once`` closes the probes in
+        flight too, unreported (kept as pending), and finishes now."""
         cdef int fd
         self.stopping = True
-        self.rq_len = 0
         if self.finished or not self.started:
             return
         if at_once:
@@ -383,6 +392,7 @@ cdef class ConnectScan(Handler):
                     self.slots[fd].busy = False
                     c_close(fd)
                     self.inflight -= 1
+                    self._requeue(self.slots[fd].index, self.slots[fd].tries)
             self._finish()
         else:
             self._pump()
@@ -400,6 +410,36 @@ cdef class ConnectScan(Handler):
     @property
     def done(self):
         return self.n_open + self.n_closed + self.n_filtered
+
+    @property
+    def position(self):
+        """How many positions of the order's walk have been taken."""
+        return self.order.pos
+
+    def pending(self):
+        """``[(index, tries), ...]``: probes taken from the order but not
+        reported: queued retries, and the probes in flight.  After a
+        ``stop()`` these and the order from :attr:`position` on are what
+        is left of the scan."""
+        cdef size_t i
+        cdef int fd
+        out = []
+        for i in range(self.rq_len):
+            out.append((self.rq[(self.rq_head + i) % self.rq_cap].index,
+                        self.rq[(self.rq_head + i) % self.rq_cap].tries))
+        for fd in range(self.nslots):
+            if self.slots[fd].busy:
+                out.append((self.slots[fd].index, self.slots[fd].tries))
+        return out
+
+    def requeue(self, index, tries=0):
+        """Probe ``index`` before the order's next (a resumed scan's pending
+        probes); ``tries`` retries of it have been made already."""
+        if self.finished:
+            raise CypoeError("this scan has finished")
+        if not 0 <= index < self.order.shard + self.order.m * self.order.shards:
+            raise ValueError(f"index {index} is outside the scan")
+        self._requeue(index, tries)
 
     @property
     def unlaunched(self):
@@ -681,7 +721,8 @@ cdef class ConnectScan(Handler):
                             f"{op}: {os.strerror(err)}")
 
     cdef int _timed_out(self, uint64_t index, uint32_t tries) except -1:
-        if tries < self.max_retries and not self.stopping:
+        if tries < self.max_retries:
+            # stopping: kept (pending) for a resumed scan, not launched
             self.n_retried += 1
             return self._requeue(index, tries + 1)
         return self._report(index, FILTERED, CONNECTION_TIMEOUT, -1.0, None)

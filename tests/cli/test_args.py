@@ -42,7 +42,7 @@ def test_top_level_help_and_no_command(capsys):
     ["scan", "127.0.0.1", "--shards", "4", "--shard", "4"],
     ["scan", "127.0.0.1", "--rate", "-5"],
     ["scan", "127.0.0.1", "--timeout", "soon"],
-    ["scan", "127.0.0.1", "--format", "xml"],
+    ["scan", "127.0.0.1", "--format", "yaml"],
     ["scan", "127.0.0.1", "-4", "-6"],
     ["scan", "-iL", "/nonexistent/targets.txt"],
     ["scan", "127.0.0.1", "--workers", "0"],

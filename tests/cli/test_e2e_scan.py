@@ -114,8 +114,14 @@ def test_tls_scan(tmp_path, tls_files):
     assert recs[tls_srv.port]["state"] == "open"
     assert recs[tls_srv.port]["tls"]["version"].startswith("TLS")
     assert "CN=cypoe-test" in recs[tls_srv.port]["tls"]["subject"]
+    # zgrab2's words: a good handshake is success though the echo server
+    # says nothing; a failed one is handshake-error
+    assert recs[tls_srv.port]["status"] == "success"
+    assert recs[tls_srv.port]["banner"] == ""
     assert recs[plain.port]["state"] == "open"          # open, but no TLS there
-    assert recs[plain.port]["status"] == "protocol-error"
+    assert recs[plain.port]["status"] == "handshake-error"
+    for r in recs.values():     # connect time and banner/handshake time apart
+        assert r["connect_ms"] >= 0 and r["banner_ms"] >= 0 and "rtt_ms" not in r
 
 
 @pytest.mark.parametrize("workers,to_group", [(1, False), (2, True), (2, False)])
@@ -127,7 +133,7 @@ def test_ctrl_c_keeps_what_was_found(tmp_path, listeners, workers, to_group):
     out = tmp_path / "partial.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "cypoe", "scan", "127.0.0.1", "-p",
                              f"{first}-{first + 2000}", "--sequential", "--rate", "40",
-                             "--workers", str(workers), "-o", str(out)], env=ENV,
+                             "--workers", str(workers), "-o", str(out)], env=ENV, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:

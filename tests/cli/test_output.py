@@ -33,7 +33,7 @@ def _write(fmt, all_results):
 def test_result_fields_and_vocabulary():
     r = _results()[0]
     assert r["status"] in output.STATUSES and r["state"] == "open"
-    assert r["rtt_ms"] == 1.2 and r["protocol"] == "tcp"
+    assert r["connect_ms"] == 1.2 and "rtt_ms" not in r and r["protocol"] == "tcp"
     assert r["timestamp"].endswith("Z")
     with pytest.raises(ValueError):
         output.make_result("1.2.3.4", 1, "open", "timeout")  # not zgrab2's word
@@ -105,4 +105,4 @@ def test_grepable_round_trip():
 
 def test_unknown_format():
     with pytest.raises(ValueError):
-        output.make_writer("xml", io.StringIO())
+        output.make_writer("yaml", io.StringIO())

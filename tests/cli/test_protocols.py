@@ -11,12 +11,16 @@ def test_echo_upper_discard():
     assert P.make_protocol("discard").connected() == []
 
 
-def test_pong_per_line():
-    assert P.make_protocol("pong", "line").input(b"PING") == [b"+PONG"]  # Line adds \r\n
+def test_pong_per_command():
+    # the server reads pong's input as bytes (RESP is not line-framed): the
+    # answers are whole +PONG\r\n, one per command, inline or multibulk
+    assert P.make_protocol("pong", "line").input(b"PING") == [b"+PONG\r\n"]
     assert P.make_protocol("pong", "block").input(b"x") == [b"+PONG"]
     stream = P.make_protocol("pong", "stream")
     assert stream.input(b"PING\r\nPING\r\nPI") == [b"+PONG\r\n+PONG\r\n"]
     assert stream.input(b"NG") == []
+    assert stream.input(b"\r\n*1\r\n$4\r\nPI") == [b"+PONG\r\n"]
+    assert stream.input(b"NG\r\n") == [b"+PONG\r\n"]
 
 
 def test_daytime():

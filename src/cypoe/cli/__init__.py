@@ -43,13 +43,26 @@ def build_parser():
 def main(argv=None):
     """Run the command line; returns the exit code."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
+        # The command's own parser reports what it does not know, with its
+        # usage (argparse would have the top-level parser say it).
+        args, extras = parser.parse_known_args(argv)
         if getattr(args, "_run", None) is None:
+            if extras:
+                parser.error(f"unrecognized arguments: {' '.join(extras)}")
             parser.print_usage(sys.stderr)
             print("cypoe: error: a command is required (load, scan, serve or bench)",
                   file=sys.stderr)
             return 2
+        tail = argv[argv.index(args.command) + 1:] if args.command in argv else argv
+        check = getattr(COMMANDS[args.command], "check_argv", None)
+        problem = check(tail) if check is not None else None
+        if problem:
+            args._parser.error(problem)
+        if extras:
+            args._parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args._argv = tail
         return int(common.run_guarded(lambda: args._run(args)) or 0)
     except SystemExit as exc:  # argparse: --help (0), bad arguments (2)
         code = exc.code

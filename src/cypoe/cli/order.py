@@ -84,11 +84,15 @@ class Permutation:
         return self.n
 
     def __iter__(self):
+        return self.walk()
+
+    def walk(self, start=0):
+        """The order from its ``start``-th element on."""
         if self.identity:
-            yield from range(self.n)
+            yield from range(start, self.n)
             return
         enc, n = self._encrypt, self.n
-        for i in range(n):
+        for i in range(start, n):
             x = enc(i)
             while x >= n:
                 x = enc(x)
@@ -110,10 +114,11 @@ def check_shard(shards, shard):
         raise ValueError(f"--shard must be in 0..{shards - 1} (0-based), not {shard}")
 
 
-def shard_order(total, shards=1, shard=0, seed=None):
-    """Yield this shard's indices of ``range(total)``, in the seed's order."""
+def shard_order(total, shards=1, shard=0, seed=None, start=0):
+    """Yield this shard's indices of ``range(total)``, in the seed's order,
+    from the ``start``-th on (a resumed scan)."""
     m = shard_size(total, shards, shard)
-    for k in Permutation(m, seed):
+    for k in Permutation(m, seed).walk(start):
         yield shard + k * shards
 
 

@@ -4,17 +4,21 @@ A result is a dict (the JSON Lines record as written):
 
 ``ip``, ``port``, ``protocol`` ("tcp"), ``state`` (nmap's: ``open``,
 ``closed``, ``filtered``), ``status`` (zgrab2's vocabulary, below),
-``timestamp`` (RFC 3339, UTC), ``rtt_ms`` (connect time), and where they
-apply ``banner`` (text: UTF-8, undecodable bytes as ``\\xNN``),
+``timestamp`` (RFC 3339, UTC), ``connect_ms`` (from the connect call to
+the connection made, for open ports), ``banner_ms`` (from the connection
+made to the end of the banner read or the TLS handshake, with
+``--banners``/``--tls``), and where they apply ``banner`` (text: UTF-8,
+undecodable bytes as ``\\xNN``),
 ``banner_base64`` (the exact bytes, when they are not valid UTF-8),
 ``banner_truncated`` (the bounded read stopped at its limit), ``tls`` and
 ``error``.
 
 Status (zgrab2's ``ScanStatus``): ``success``, ``connection-refused``,
 ``connection-timeout``, ``connection-closed``, ``io-timeout``,
-``protocol-error``, ``application-error``, ``unknown-error``,
-``blacklisted``.  A port is ``open`` when the TCP connection was made,
-whatever the banner read did afterwards.
+``protocol-error``, ``application-error``, ``handshake-error`` (a TLS
+handshake that failed), ``unknown-error``, ``blacklisted``.  A port is
+``open`` when the TCP connection was made, whatever the banner read did
+afterwards.
 """
 import base64
 import csv
@@ -32,11 +36,12 @@ STATUSES = (
     "io-timeout",
     "protocol-error",
     "application-error",
+    "handshake-error",
     "unknown-error",
     "blacklisted",
 )
 STATES = ("open", "closed", "filtered")
-FORMATS = ("jsonl", "csv", "list", "grepable")
+FORMATS = ("jsonl", "csv", "list", "grepable", "normal", "xml")
 
 
 _TS = [None, ""]
@@ -53,7 +58,9 @@ def now_rfc3339():
 
 
 def make_result(ip, port, state, status, *, rtt=None, banner=None, truncated=False,
-                error=None, tls=None, timestamp=None):
+                error=None, tls=None, timestamp=None, banner_time=None):
+    """A result record; ``rtt`` is the connect time and ``banner_time`` the
+    banner read's (seconds)."""
     if state not in STATES:
         raise ValueError(f"bad state {state!r}")
     if status not in STATUSES:
@@ -67,7 +74,9 @@ def make_result(ip, port, state, status, *, rtt=None, banner=None, truncated=Fal
         "timestamp": timestamp or now_rfc3339(),
     }
     if rtt is not None:
-        rec["rtt_ms"] = round(rtt * 1000.0, 3)
+        rec["connect_ms"] = round(rtt * 1000.0, 3)
+    if banner_time is not None:
+        rec["banner_ms"] = round(banner_time * 1000.0, 3)
     if banner is not None:
         rec["banner"] = banner.decode("utf-8", "backslashreplace")
         try:
@@ -149,7 +158,7 @@ class JSONLWriter(Writer):
         self.fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
 
-CSV_FIELDS = ["ip", "port", "protocol", "state", "status", "rtt_ms", "banner",
+CSV_FIELDS = ["ip", "port", "protocol", "state", "status", "connect_ms", "banner_ms", "banner",
               "banner_base64", "error", "timestamp"]
 
 
@@ -263,7 +272,192 @@ def _ip_sort_key(ip):
     return (a.version, int(a))
 
 
-WRITERS = {"jsonl": JSONLWriter, "csv": CSVWriter, "list": ListWriter, "grepable": GrepableWriter}
+def _printable(text, limit=None):
+    """A banner on one line of text: control characters as ``\\xNN``
+    (``\\r``, ``\\n`` as nmap writes them), so that no output format can be
+    broken (or made ill-formed XML) by what a peer sent."""
+    if limit is not None and len(text) > limit:
+        text = text[:limit]
+    return _BANNER_UNSAFE.sub(lambda m: _BANNER_SHORT.get(m.group()) or f"\\x{ord(m.group()):02x}",
+                              text)
+
+
+_BANNER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_BANNER_SHORT = {"\r": "\\r", "\n": "\\n", "\t": "\\t"}
+
+
+class _HostsWriter(Writer):
+    """Writers that group ports by host at the end (nmap's formats): open
+    (or, with ``all_results``, every) port of each host, and how many of
+    the others were closed or filtered."""
+
+    keeps_others = True
+
+    def start(self):
+        self._hosts = {}
+        self._t0 = time.time()
+        self.begin()
+
+    def begin(self):
+        pass
+
+    def write(self, rec):
+        host = self._hosts.setdefault(rec["ip"], {"ports": [], "ignored": {}, "reasons": {},
+                                                  "up": False})
+        if rec["state"] != "filtered":
+            host["up"] = True  # it answered: open, or refused
+        if self.wants(rec):
+            host["ports"].append(rec)
+            self.written += 1
+        else:
+            host["ignored"][rec["state"]] = host["ignored"].get(rec["state"], 0) + 1
+            reason = _REASONS.get(rec["status"], "no-response")
+            key = (rec["state"], reason)
+            host["reasons"][key] = host["reasons"].get(key, 0) + 1
+
+    def hosts(self):
+        for ip in sorted(self._hosts, key=_ip_sort_key):
+            host = self._hosts[ip]
+            host["ports"].sort(key=lambda r: r["port"])
+            yield ip, host
+
+
+# nmap's "reason" words for what a connect scan sees
+_REASONS = {"connection-refused": "conn-refused", "connection-timeout": "no-response"}
+
+
+def _reason(rec):
+    if rec["state"] == "open":
+        return "syn-ack"
+    return _REASONS.get(rec["status"], "no-response")
+
+
+def _ctime(t):
+    return time.strftime("%a %b %d %H:%M:%S %Y", time.localtime(t))
+
+
+class NormalWriter(_HostsWriter):
+    """nmap's normal output (``-oN``): a report per host with a
+    ``PORT STATE SERVICE`` table; banners as ``|_banner:`` lines, as nmap's
+    banner script writes them."""
+
+    def begin(self):
+        cmd = self.meta.get("command", "cypoe scan")
+        self.fh.write(f"# cypoe {self.meta.get('version', '')} scan initiated "
+                      f"{_ctime(self._t0)} as: {cmd}\n")
+
+    def finish(self, summary):
+        nhosts = up = 0
+        for ip, host in self.hosts():
+            nhosts += 1
+            if not host["up"] and not host["ports"]:
+                continue
+            up += 1
+            self.fh.write(f"Nmap scan report for {ip}\nHost is up.\n")
+            for (state, reason), n in sorted(host["reasons"].items(), key=lambda kv: -kv[1]):
+                self.fh.write(f"Not shown: {n} {state} tcp ports ({reason})\n")
+            if host["ports"]:
+                rows = [(f"{r['port']}/tcp", r["state"], _service(r["port"]) or "unknown", r)
+                        for r in host["ports"]]
+                w0 = max(len("PORT"), *(len(r[0]) for r in rows))
+                w1 = max(len("STATE"), *(len(r[1]) for r in rows))
+                self.fh.write(f"{'PORT':<{w0}} {'STATE':<{w1}} SERVICE\n")
+                for port, state, service, rec in rows:
+                    self.fh.write(f"{port:<{w0}} {state:<{w1}} {service}\n")
+                    if rec.get("banner"):
+                        self.fh.write(f"|_banner: {_printable(rec['banner'], 1024)}\n")
+            elif host["ignored"]:
+                n = sum(host["ignored"].values())
+                self.fh.write(f"All {n} scanned ports on {ip} are in ignored states.\n")
+            self.fh.write("\n")
+        elapsed = summary.get("elapsed_s") or 0.0
+        addrs = "1 IP address" if nhosts == 1 else f"{nhosts} IP addresses"
+        hosts_up = "1 host up" if up == 1 else f"{up} hosts up"
+        self.fh.write(f"# cypoe done at {_ctime(time.time())} -- {addrs} ({hosts_up}) scanned in "
+                      f"{elapsed:.2f} seconds\n")
+
+
+class XMLWriter(_HostsWriter):
+    """nmap's XML output (``-oX``), with nmap's element and attribute
+    names: ``nmaprun``, ``scaninfo``, ``host`` (``status``, ``address``,
+    ``ports`` with ``extraports`` and ``port``/``state``/``service``; a
+    banner as nmap's ``script id="banner"``), ``runstats``."""
+
+    def begin(self):
+        from xml.sax.saxutils import quoteattr
+        self._q = quoteattr
+        m = self.meta
+        self.fh.write('<?xml version="1.0" encoding="UTF-8"?>\n<!DOCTYPE nmaprun>\n')
+        self.fh.write(f'<nmaprun scanner="cypoe" args={quoteattr(m.get("command", "cypoe scan"))} '
+                      f'start="{int(self._t0)}" startstr={quoteattr(_ctime(self._t0))} '
+                      f'version={quoteattr(str(m.get("version", "")))} xmloutputversion="1.05">\n')
+        ports = m.get("ports_text", "")
+        self.fh.write(f'<scaninfo type="connect" protocol="tcp" '
+                      f'numservices="{m.get("nports", 0)}" services={quoteattr(ports)}/>\n')
+
+    def finish(self, summary):
+        q = self._q
+        now = time.time()
+        nhosts = up = 0
+        for ip, host in self.hosts():
+            nhosts += 1
+            is_up = host["up"] or bool(host["ports"])
+            up += is_up
+            kind = "ipv6" if ":" in ip else "ipv4"
+            reason = "conn-refused" if is_up else "no-response"
+            self.fh.write(f'<host starttime="{int(self._t0)}" endtime="{int(now)}">'
+                          f'<status state="{"up" if is_up else "down"}" reason="{reason}" '
+                          f'reason_ttl="0"/>\n<address addr={q(ip)} addrtype="{kind}"/>\n'
+                          f'<hostnames>\n</hostnames>\n<ports>')
+            for (state, why), n in sorted(host["reasons"].items(), key=lambda kv: -kv[1]):
+                self.fh.write(f'<extraports state="{state}" count="{n}">\n'
+                              f'<extrareasons reason="{why}" count="{n}" proto="tcp"/>\n'
+                              f'</extraports>\n')
+            for rec in host["ports"]:
+                self.fh.write(f'<port protocol="tcp" portid="{rec["port"]}">'
+                              f'<state state="{rec["state"]}" reason="{_reason(rec)}" '
+                              f'reason_ttl="0"/>')
+                service = _service(rec["port"])
+                if service:
+                    self.fh.write(f'<service name={q(service)} method="table" conf="3"/>')
+                if rec.get("banner"):
+                    self.fh.write(f'<script id="banner" output={q(_printable(rec["banner"]))}/>')
+                self.fh.write("</port>\n")
+            self.fh.write("</ports>\n</host>\n")
+        elapsed = summary.get("elapsed_s") or 0.0
+        self.fh.write(f'<runstats><finished time="{int(now)}" timestr={q(_ctime(now))} '
+                      f'summary={q(f"cypoe done; {nhosts} IP addresses ({up} hosts up) scanned in {elapsed:.2f} seconds")} '
+                      f'elapsed="{elapsed:.2f}" exit="{summary.get("exit", "success")}"/>'
+                      f'<hosts up="{up}" down="{nhosts - up}" total="{nhosts}"/>\n'
+                      f'</runstats>\n</nmaprun>\n')
+
+
+class MultiWriter:
+    """Several writers fed the same results (``-oA``, ``-oX`` with ``-oN``...)."""
+
+    def __init__(self, writers):
+        self.writers = list(writers)
+
+    @property
+    def keeps_others(self):
+        return any(w.keeps_others for w in self.writers)
+
+    @property
+    def written(self):
+        return max((w.written for w in self.writers), default=0)
+
+    def write(self, rec):
+        for w in self.writers:
+            if w.keeps_others or rec["state"] == "open" or w.all:
+                w.write(rec)
+
+    def close(self, summary=None):
+        for w in self.writers:
+            w.close(summary)
+
+
+WRITERS = {"jsonl": JSONLWriter, "csv": CSVWriter, "list": ListWriter, "grepable": GrepableWriter,
+           "normal": NormalWriter, "xml": XMLWriter}
 
 
 def make_writer(fmt, fh, all_results=False, meta=None):

@@ -77,16 +77,34 @@ class Upper(Protocol):
         return [record.upper()]
 
 
+PONG = b"+PONG\r\n"
+
+
 class Pong(Protocol):
-    """``+PONG\\r\\n`` for every line (redis-benchmark's PING_INLINE)."""
+    """``+PONG\\r\\n`` for every redis command: inline (``PING\\r\\n``,
+    redis-benchmark's ``ping_inline``) or a multibulk array
+    (``*1\\r\\n$4\\r\\nPING\\r\\n``, ``ping_mbulk``).  With the line
+    and stream filters the server counts commands with the compiled
+    :class:`cypoe._resp.RespCounter` (what :meth:`input` does here too,
+    for a stream of bytes); with the block filter each block is one
+    command."""
     name = "pong"
     answers = True
 
+    def __init__(self, filter_kind="line"):
+        super().__init__(filter_kind)
+        self._counter = None
+
     def input(self, record):
-        if self.filter_kind == "stream":
-            n = record.count(b"\n")
-            return [b"+PONG\r\n" * n] if n else []
-        return [self._line(b"+PONG")]
+        if self.filter_kind == "block":
+            return [b"+PONG"]
+        if self._counter is None:
+            from cypoe._resp import RespCounter
+            self._counter = RespCounter()
+        if self.filter_kind == "line":
+            record = record + b"\n"
+        n = self._counter.feed(record)
+        return [PONG * n] if n else []
 
 
 class Daytime(Protocol):

@@ -73,10 +73,12 @@ def tls_info(sslobj):
 
 class _Probe:
     __slots__ = ("ip", "port", "version", "tries", "t0", "rtt", "connected", "data",
-                 "size", "truncated", "done", "released", "tls")
+                 "size", "truncated", "done", "released", "tls", "index", "tc")
 
-    def __init__(self, ip, port, version, tries=0):
+    def __init__(self, ip, port, version, tries=0, index=None):
         self.ip, self.port, self.version, self.tries = ip, port, version, tries
+        self.index = index
+        self.tc = None          # when the connection was made
         self.connected = False
         self.data = None
         self.size = 0
@@ -130,8 +132,12 @@ class Scanner:
         limit = common.raise_nofile(timing.concurrency + 256)
         self.concurrency = max(1, min(timing.concurrency, limit - 64))
         self.kernel = kernel
-        self.items = plan.items()
+        self.indices = plan.indices()
+        self.position = plan.start
         self.retry = deque()
+        self.live = set()       # probes launched and not released
+        for idx, tries in plan.pending:
+            self.retry.append(_Probe(*plan.item(idx), tries, idx))
         self.exhausted = False
         self.inflight = 0
         self.launched = 0
@@ -149,7 +155,17 @@ class Scanner:
         self.kernel.register_component(self)
         self._schedule(0)
         self.kernel.run()
-        return {"interrupted": self.interrupted, "concurrency": self.concurrency}
+        return self.info()
+
+    def info(self):
+        """What :func:`scan` returns: ``interrupted``, ``concurrency``, and
+        for a resumed scan the walk's ``position`` reached and the
+        ``pending`` probes ``[(index, tries)]`` (queued retries, and what
+        was in flight when the scan stopped)."""
+        pending = [(p.index, p.tries) for p in self.retry]
+        pending += [(p.index, p.tries) for p in self.live if not p.done]
+        return {"interrupted": self.interrupted, "concurrency": self.concurrency,
+                "position": self.position, "pending": sorted(pending)}
 
     def shutdown(self):
         """SIGINT/SIGTERM: stop launching; connections in flight end."""
@@ -175,11 +191,12 @@ class Scanner:
         if self.exhausted:
             return None
         try:
-            ip, port, ver = next(self.items)
+            idx = next(self.indices)
         except StopIteration:
             self.exhausted = True
             return None
-        return _Probe(ip, port, ver)
+        self.position += 1
+        return _Probe(*self.plan.item(idx), 0, idx)
 
     def _pump(self):
         self.pump_timer = None
@@ -216,6 +233,7 @@ class Scanner:
     def _launch(self, p):
         self.inflight += 1
         self.launched += 1
+        self.live.add(p)
         p.t0 = time.monotonic()
         self.multi.connect(p.ip, p.port, heap={"p": p})
 
@@ -223,6 +241,7 @@ class Scanner:
         p = conn.heap.get("p")
         if p is not None and not p.released:
             p.released = True
+            self.live.discard(p)
             self.inflight -= 1
             if not self.stopping:
                 self._schedule(0)  # one pump per loop iteration, not one per release
@@ -235,11 +254,20 @@ class Scanner:
         if state != "open" and self.on_other is not None:
             self.on_other(state)
             return
-        banner = None
+        banner = banner_time = None
         if p.connected and self.banners:
             banner = b"".join(p.data) if p.data else b""
+            if p.tc is not None:
+                banner_time = time.monotonic() - p.tc
         self.on_result(make_result(p.ip, p.port, state, status, rtt=p.rtt, banner=banner,
-                                   truncated=p.truncated, error=error, tls=p.tls))
+                                   truncated=p.truncated, error=error, tls=p.tls,
+                                   banner_time=banner_time))
+
+    @staticmethod
+    def _said(p):
+        """zgrab2's ``success`` for an open port whose read ended: it said
+        something, or (with --tls) made its handshake."""
+        return "success" if p.size or p.tls is not None else None
 
     # -- TCPMulti callbacks ----------------------------------------------------
 
@@ -247,7 +275,10 @@ class Scanner:
         p = conn.heap.get("p")
         if p is None:
             return
-        p.rtt = time.monotonic() - p.t0
+        if p.tc is None:    # (an adopted socket's was set when it came)
+            p.tc = time.monotonic()
+        if p.rtt is None:
+            p.rtt = p.tc - p.t0
         local = conn.local_addr
         if local is not None and local[0] == p.ip and local[1] == p.port:
             # a TCP self-connect (simultaneous open with our own ephemeral
@@ -289,12 +320,13 @@ class Scanner:
         if p is None or p.done:
             return
         if operation == "read" and errnum == 0:  # EOF: the banner is complete
-            self._result(p, "open", "success" if p.size else "connection-closed")
+            self._result(p, "open", self._said(p) or "connection-closed")
         elif operation == "tls":
-            self._result(p, "open", "protocol-error", error=f"tls: {errstr}")
+            self._result(p, "open", "handshake-error", error=f"tls: {errstr}")
         else:
-            self._result(p, "open", "success" if p.size else "connection-closed",
-                         error=f"{operation}: {errstr}" if not p.size else None)
+            said = self._said(p)
+            self._result(p, "open", said or "connection-closed",
+                         error=f"{operation}: {errstr}" if not said else None)
         conn.shutdown()
 
     def _on_timeout(self, conn):
@@ -302,15 +334,16 @@ class Scanner:
         if p is None:
             return
         if p.connected:  # banner read timeout
-            self._result(p, "open", "success" if p.size else "io-timeout")
+            self._result(p, "open", self._said(p) or "io-timeout")
         elif not p.done:
             self._connect_timed_out(p)
         self._release(conn)
 
     def _connect_timed_out(self, p):
-        if p.tries < self.retries and not self.stopping:
+        # stopping: the retry is kept (pending) for a resumed scan
+        if p.tries < self.retries:
             p.tries += 1
-            self.retry.append(_Probe(p.ip, p.port, p.version, p.tries))
+            self.retry.append(_Probe(p.ip, p.port, p.version, p.tries, p.index))
             p.done = True
         else:
             self._result(p, "filtered", "connection-timeout")
@@ -322,15 +355,16 @@ class Scanner:
             return
         if operation == "tls":  # the port is open; the handshake failed
             p.connected = True
-            p.rtt = time.monotonic() - p.t0
-            self._result(p, "open", "protocol-error", error=f"tls: {errstr}")
+            if p.rtt is None:
+                p.rtt = time.monotonic() - p.t0
+            self._result(p, "open", "handshake-error", error=f"tls: {errstr}")
         elif errnum == errno.ECONNREFUSED:
             self._result(p, "closed", "connection-refused")
         elif errnum == errno.ETIMEDOUT or operation == "timeout":
             self._connect_timed_out(p)
         elif errnum in TRANSIENT:
             p.done = True
-            self.retry.append(_Probe(p.ip, p.port, p.version, p.tries))
+            self.retry.append(_Probe(p.ip, p.port, p.version, p.tries, p.index))
             self.paused_until = self.kernel.time() + BACKOFF
         elif errnum in (errno.ECONNRESET, errno.EPIPE):
             self._result(p, "closed", "connection-refused", error=errstr or None)
@@ -343,7 +377,7 @@ class Scanner:
     def _on_disconnected(self, conn):
         p = conn.heap.get("p")
         if p is not None and not p.done:
-            self._result(p, "open", "success" if p.size else "connection-closed")
+            self._result(p, "open", self._said(p) or "connection-closed")
         self._release(conn)
 
 
@@ -378,7 +412,8 @@ class ConnectScanner:
         # pipe) come before the probes'
         self.kernel.delay(0, self.core.start)
         self.kernel.run()
-        return {"interrupted": self.interrupted, "concurrency": self.concurrency}
+        return {"interrupted": self.interrupted, "concurrency": self.concurrency,
+                "position": self.core.position, "pending": sorted(self.core.pending())}
 
     def shutdown(self):
         """SIGINT/SIGTERM: stop launching; the probes in flight end (a second
@@ -397,7 +432,7 @@ def _connect_scan(kernel, plan, timing, concurrency, on_result, on_other, on_don
     from cypoe import _scan
     feistel = order.Permutation(plan.total, plan.seed).feistel
     keys, half = feistel if feistel is not None else (None, 0)
-    walk = _scan.ScanOrder(plan.total, plan.shards, plan.shard, keys, half)
+    walk = _scan.ScanOrder(plan.total, plan.shards, plan.shard, keys, half, plan.start)
     targets, ports, nports = plan.targets, plan.ports, plan.nports
 
     def record(index, state, status, rtt, error):
@@ -410,11 +445,14 @@ def _connect_scan(kernel, plan, timing, concurrency, on_result, on_other, on_don
         def counted(state, n):
             on_other(STATE_NAMES[state], n)
 
-    return _scan.ConnectScan(
+    core = _scan.ConnectScan(
         kernel, walk, ports, lambda t: (targets[t], targets.version_at(t)), record,
         concurrency=concurrency, rate=timing.rate or 0.0, timeout=timing.timeout,
         retries=timing.retries, report_others=on_other is None, on_other=counted,
         on_done=on_done, on_open=on_open)
+    for index, tries in plan.pending:
+        core.requeue(index, tries)
+    return core
 
 
 class BannerScanner(Scanner):
@@ -426,7 +464,7 @@ class BannerScanner(Scanner):
     An open port holds its place in the concurrency until its banner is
     read.  Once a port has been seen open it stays open in the results:
     what goes wrong afterwards is a status (``connection-closed``,
-    ``io-timeout``, ``protocol-error``) and an error of an open port.
+    ``io-timeout``, ``handshake-error``) and an error of an open port.
     ``on_other(state, n)``, when given, receives the closed and filtered
     ports in counts."""
 
@@ -443,7 +481,11 @@ class BannerScanner(Scanner):
         self._retained = True
         self.kernel.delay(0, self.core.start)
         self.kernel.run()
-        return {"interrupted": self.interrupted, "concurrency": self.concurrency}
+        return self.info()
+
+    def info(self):
+        return {"interrupted": self.interrupted, "concurrency": self.concurrency,
+                "position": self.core.position, "pending": sorted(self.core.pending())}
 
     def shutdown(self):
         """SIGINT/SIGTERM: no new probes; probes in flight end, banner reads
@@ -477,8 +519,10 @@ class BannerScanner(Scanner):
 
     def _on_open(self, index, fd, rtt):
         t, pi = divmod(index, self.plan.nports)
-        p = _Probe(self.plan.targets[t], self.plan.ports[pi], self.plan.targets.version_at(t))
-        p.t0 = time.monotonic() - rtt
+        p = _Probe(self.plan.targets[t], self.plan.ports[pi], self.plan.targets.version_at(t),
+                   0, index)
+        p.tc = time.monotonic()
+        p.t0 = p.tc - rtt
         p.rtt = rtt
         if self.stopping or self.finished:
             os.close(fd)
@@ -550,14 +594,18 @@ def scan(plan, timing, on_result, *, engine="auto", banners=False, tls=False, on
 
 # -- several processes ---------------------------------------------------------
 
-def worker_share(plan, timing, workers, w):
+def worker_share(plan, timing, workers, w, plans=None):
     """Worker ``w``'s part of a scan split over ``workers`` processes: the
     shard ``plan.shard + w * plan.shards`` of ``plan.shards * workers`` (so
     the workers' parts partition the plan's exactly), with its share of the
-    concurrency and the rate."""
+    concurrency and the rate.  ``plans``: the workers' plans as a resumed
+    scan has them."""
     from cypoe.cli.scan import Plan
-    sub = Plan(plan.targets, plan.ports, seed=plan.seed, shards=plan.shards * workers,
-               shard=plan.shard + w * plan.shards, probes=plan.probes)
+    if plans is not None:
+        sub = plans[w]
+    else:
+        sub = Plan(plan.targets, plan.ports, seed=plan.seed, shards=plan.shards * workers,
+                   shard=plan.shard + w * plan.shards, probes=plan.probes)
     conc = timing.concurrency // workers + (1 if w < timing.concurrency % workers else 0)
     rate = timing.rate / workers if timing.rate else timing.rate
     return sub, timing._replace(concurrency=max(1, conc), rate=rate)
@@ -594,21 +642,26 @@ def _worker_main(plan, timing, wfd, counted, kw):
     pipe.close()
 
 
-def scan_workers(plan, timing, workers, on_result, *, on_other=None, **kw):
+def scan_workers(plan, timing, workers, on_result, *, on_other=None, plans=None, **kw):
     """:func:`scan` split over ``workers`` forked processes (see
     :func:`worker_share`); their records and counts come back to this
     process, which calls ``on_result``/``on_other`` as :func:`scan` does.
     The first SIGINT or SIGTERM asks every worker to stop launching and end
     its probes in flight; a second one stops them at once.  Returns the
-    info dict of :func:`scan`, with ``workers`` and ``failed`` (workers
-    that died without finishing)."""
+    info dict of :func:`scan`, with ``workers``, ``failed`` (workers
+    that died without finishing) and ``parts``: per worker its shard, the
+    position its walk reached and its pending probes (a worker that died
+    has its part as it began: a resumed scan does it again)."""
     import json
     import selectors
     import signal
 
     children = {}      # pid -> read end of its pipe
+    subs = []
+    pids_in_order = []
     for w in range(workers):
-        sub, tm = worker_share(plan, timing, workers, w)
+        sub, tm = worker_share(plan, timing, workers, w, plans)
+        subs.append(sub)
         r, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -629,6 +682,7 @@ def scan_workers(plan, timing, workers, on_result, *, on_other=None, **kw):
                 os._exit(code)
         os.close(wfd)
         children[pid] = r
+        pids_in_order.append(pid)
     finished = {}
     signals = []
 
@@ -683,6 +737,12 @@ def scan_workers(plan, timing, workers, on_result, *, on_other=None, **kw):
         for sig, old in saved.items():
             signal.signal(sig, old)
     infos = list(finished.values())
+    parts = []
+    for pid, sub in zip(pids_in_order, subs):
+        i = finished.get(pid)
+        parts.append({"shards": sub.shards, "shard": sub.shard,
+                      "position": i.get("position", sub.start) if i else sub.start,
+                      "pending": i.get("pending", sub.pending) if i else sub.pending})
     return {"interrupted": bool(signals) or any(i.get("interrupted") for i in infos),
             "concurrency": sum(i.get("concurrency", 0) for i in infos),
-            "workers": workers, "failed": workers - len(finished)}
+            "workers": workers, "failed": workers - len(finished), "parts": parts}

@@ -1,8 +1,8 @@
 """``cypoe serve``: small servers to test against.
 
 echo, discard, chargen (RFC 864), daytime (RFC 867), pong (``+PONG\\r\\n``
-for each line, so ``redis-benchmark -t ping_inline`` can drive it) and
-upper (echo in capitals).  The protocol logic is in
+for each redis command, inline or RESP array, so ``redis-benchmark -t ping``
+can drive it) and upper (echo in capitals).  The protocol logic is in
 :mod:`cypoe.cli.protocols`; the Server glue in :mod:`cypoe.cli.serve_engine`.
 """
 import argparse
@@ -12,7 +12,7 @@ from cypoe.cli import common, protocols
 EXAMPLES = """\
 examples:
   cypoe serve                                 echo on 127.0.0.1, a free port (printed)
-  cypoe serve pong --port 6380                then: redis-benchmark -p 6380 -t ping_inline
+  cypoe serve pong --port 6380                then: redis-benchmark -p 6380 -t ping
   cypoe serve echo --filter stream --workers 4 --port 7000
   cypoe serve chargen --port 19000 --max-connections 100 --idle-timeout 30
   cypoe serve echo --tls-cert cert.pem --tls-key key.pem

@@ -60,10 +60,18 @@ def make_server(protocol, host, port, filter_kind="line", *, max_connections=Non
     """A cypoe.Server speaking `protocol` (a name of protocols.PROTOCOLS)."""
     cy = common.require("Server", "Kernel", "Line", "Stream", "Block")
     proto = protocols.make_protocol(protocol, filter_kind)
+    resp = protocol == "pong" and filter_kind != "block"
+    if resp:
+        # RESP's framing is not lines (a bulk string may hold any bytes):
+        # the bytes go as they come to a compiled command counter.
+        filter_kind = "stream"
     filt = {"line": cy.Line, "stream": cy.Stream, "block": cy.Block}[filter_kind]()
     put_more = proto.streams
 
     def client_connected(conn):
+        if resp:
+            conn.heap["resp"] = RespCounter()
+            return
         out = proto.connected()
         if out:
             conn.put(*out)
@@ -76,6 +84,19 @@ def make_server(protocol, host, port, filter_kind="line", *, max_connections=Non
     if protocol == "echo":
         def client_input(conn, record):
             conn.put(record)
+    elif resp:
+        from cypoe._resp import RespCounter
+        pong = protocols.PONG
+
+        def client_input(conn, record):
+            counter = conn.heap["resp"]
+            n = counter.feed(record)
+            if n:
+                conn.put(pong * n)
+            if counter.error is not None:
+                # as redis: the error, then the connection closes
+                conn.put(b"-ERR " + counter.error.encode() + b"\r\n")
+                conn.shutdown()
     else:
         def client_input(conn, record):
             out = proto.input(record)

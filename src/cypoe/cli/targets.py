@@ -183,6 +183,20 @@ class TargetSet:
             total += hi - lo + 1
         self._len = total
 
+    @classmethod
+    def from_intervals(cls, intervals):
+        """A set of exactly these ``(version, lo, hi)`` intervals (what
+        ``intervals`` holds: a resumed scan's targets, nothing resolved)."""
+        self = cls([])
+        self.intervals = [(int(v), int(lo), int(hi)) for v, lo, hi in intervals]
+        self._starts = []
+        total = 0
+        for _ver, lo, hi in self.intervals:
+            self._starts.append(total)
+            total += hi - lo + 1
+        self._len = total
+        return self
+
     def __len__(self):
         return self._len
 
@@ -218,6 +232,16 @@ class TargetSet:
             if ver == a.version and lo <= v <= hi:
                 return True
         return False
+
+    def all_loopback(self):
+        """Whether every address is a loopback one (127.0.0.0/8, ::1)."""
+        for ver, lo, hi in self.intervals:
+            if ver == 4:
+                if not (0x7F000000 <= lo and hi <= 0x7FFFFFFF):
+                    return False
+            elif not lo == hi == 1:
+                return False
+        return True
 
     @property
     def versions(self):

@@ -22,6 +22,13 @@ PRESETS = {
 
 DEFAULT = 3
 
+# Off loopback the presets without a rate of their own get one (new
+# connections per second): a scan of other people's networks should not
+# open thousands of connections in a burst by default.  Loopback targets
+# only keep the presets as above (as fast as the concurrency allows).
+# --rate / --max-rate (or --rate 0: unlimited) overrides.
+REMOTE_RATE = {3: 1000.0, 4: 5000.0, 5: 20000.0}
+
 
 def preset(level):
     if level not in PRESETS:
@@ -29,13 +36,23 @@ def preset(level):
     return PRESETS[level]
 
 
-def resolve(level=None, concurrency=None, rate=None, timeout=None, retries=None):
-    """The preset for ``level`` (default -T3) with explicit values on top."""
-    base = preset(DEFAULT if level is None else level)
+def resolve(level=None, concurrency=None, rate=None, timeout=None, retries=None,
+            loopback=True, min_rate=None):
+    """The preset for ``level`` (default -T3) with explicit values on top;
+    off loopback (``loopback=False``) the preset's :data:`REMOTE_RATE`.
+    ``min_rate`` (nmap's --min-rate) raises a finite rate to at least that."""
+    level = DEFAULT if level is None else level
+    base = preset(level)
+    if rate is None:
+        rate = base.rate if loopback or base.rate is not None else REMOTE_RATE.get(level)
+    elif rate <= 0:
+        rate = None
+    if min_rate is not None and rate is not None and rate < min_rate:
+        rate = min_rate
     return Timing(
         base.name,
         base.concurrency if concurrency is None else concurrency,
-        base.rate if rate is None else (rate if rate > 0 else None),
+        rate,
         base.timeout if timeout is None else timeout,
         base.retries if retries is None else retries,
     )
