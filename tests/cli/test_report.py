@@ -247,3 +247,34 @@ def test_interval_line():
 def test_status_class():
     assert report.status_class(200) == "2xx" and report.status_class("404") == "4xx"
     assert report.status_class(42) == "other"
+
+
+def test_outputs_beside_the_report(tmp_path):
+    from cypoe.cli import hgrm
+    s = _open_loop([1.0, 2.0, 30.0], [0.5, 1.0, 1.5])
+    s.second(1, requests=3, responses=3)
+    h, c = tmp_path / "lat.hgrm", tmp_path / "hist.csv"
+    report.write_outputs(s, hgrm_path=str(h), csv_path=str(c))
+    parsed = hgrm.parse_hgrm(h.read_text())
+    assert parsed["footer"]["total_count"] == 3 and parsed["rows"][-1][1] == 1.0
+    assert report.read_history_csv(c.read_text()) == s.history
+    text = report.latency_block(s, open_loop=True)
+    assert "HdrHistogram - Recorded Latency" in text and "Uncorrected Latency" in text
+    assert "Uncorrected" not in report.latency_block(s, open_loop=False)
+
+
+def test_interval_report_folds_snapshots():
+    import io
+    out = io.StringIO()
+    h = report.new_histogram()
+    h.record_value(1500)
+    ir = report.IntervalReport(out, 2.0, t0=100.0)
+    ir.add({"responses": 10, "requests": 12, "errors": 1, "hist": report.encode_histogram(h),
+            "conns": 3})
+    assert ir.maybe_emit(now=101.0) is None          # not 2 s yet
+    ir.add({"responses": 10, "requests": 8, "hist": "", "conns": 4})
+    line = ir.maybe_emit(now=102.0)
+    assert "10.0 sent/s" in line and "10.0 resp/s" in line and "errors 1" in line
+    assert "p50 1.500 ms" in line and "conns 4" in line
+    assert out.getvalue().count("\n") == 1
+    assert "p50 -" in ir.maybe_emit(now=104.0)        # an empty interval still reports

@@ -485,3 +485,80 @@ def read_history_csv(text):
         return []
     cols = lines[0].split(",")
     return [dict(zip(cols, (int(x) for x in ln.split(",")))) for ln in lines[1:]]
+
+
+# -- the outputs beside the report: --latency, --hgrm, --csv, -i ---------------
+
+def latency_block(stats, open_loop=False):
+    """The ``--latency`` text (wrk2's): the recorded (corrected) latency's
+    distribution, and in open loop the uncorrected one after it."""
+    from cypoe.cli import hgrm
+    text = hgrm.format_latency_distribution(stats.hist)
+    if open_loop and stats.hist_raw.get_total_count():
+        text += "\n" + hgrm.format_latency_distribution(
+            stats.hist_raw, "Uncorrected Latency (measured without taking delayed starts into "
+                            "account)")
+    return text
+
+
+def write_outputs(stats, hgrm_path=None, csv_path=None):
+    """``--hgrm FILE`` (the corrected latency's .hgrm, in ms) and ``--csv
+    FILE`` (the per-second history); ``-`` writes to stdout.  Raises
+    OSError with the file's name."""
+    import sys
+    from cypoe.cli import hgrm
+
+    def emit(path, write):
+        if path == "-":
+            write(sys.stdout)
+            sys.stdout.flush()
+            return
+        with open(path, "w", encoding="utf-8") as fh:
+            write(fh)
+    if hgrm_path:
+        emit(hgrm_path, lambda fh: hgrm.write_hgrm(stats.hist, fh))
+    if csv_path:
+        emit(csv_path, lambda fh: write_history_csv(stats.history, fh))
+
+
+class IntervalReport:
+    """``-i/--interval S``: folds the per-second snapshots (dicts with any of
+    HISTORY_FIELDS, and ``hist``: an encoded window histogram, and
+    ``conns``) and prints one :func:`format_interval` line every S seconds."""
+
+    def __init__(self, stream, interval_s, t0=None):
+        self.stream = stream
+        self.interval_s = float(interval_s)
+        self.t0 = time.monotonic() if t0 is None else t0
+        self.since = self.t0
+        self._reset()
+
+    def _reset(self):
+        self.counts = {f: 0 for f in HISTORY_FIELDS}
+        self.hist = new_histogram()
+        self.conns = {}
+
+    def add(self, snap, who=0):
+        for f in HISTORY_FIELDS:
+            v = snap.get(f)
+            if isinstance(v, (int, float)):
+                self.counts[f] += v
+        if snap.get("hist"):
+            self.hist.add(decode_histogram(snap["hist"]))
+        if "conns" in snap:
+            self.conns[who] = snap["conns"]
+
+    def maybe_emit(self, now=None):
+        """Print the line if the interval is over; returns it (or None)."""
+        now = time.monotonic() if now is None else now
+        if now - self.since < self.interval_s - 1e-6:
+            return None
+        line = format_interval(now - self.t0, now - self.since, self.counts, self.hist,
+                               sum(self.conns.values()) if self.conns else None)
+        self.stream.write(line + "\n")
+        self.stream.flush()
+        conns = self.conns
+        self._reset()
+        self.conns = conns
+        self.since = now
+        return line
