@@ -223,3 +223,24 @@ def test_the_example_scenario_against_redis():
         proc.wait(timeout=10)
     _adds_up(stats, 4)
     assert stats.errors == {}
+
+
+def test_script_worker_writes_the_pipe_protocol(tmp_path):
+    import json
+    import os
+    script = _write(tmp_path, LOGIN_ECHO)
+    r, w = os.pipe()
+    with serving("echo", "--filter", "line") as srv:
+        rc = load_script.script_worker_main(_cfg(srv.port, script, duration=1.2), w)
+    data = b""
+    while True:
+        chunk = os.read(r, 65536)
+        if not chunk:
+            break
+        data += chunk
+    os.close(r)
+    msgs = [json.loads(line) for line in data.splitlines()]
+    assert rc == 0 and msgs[-1]["type"] == "done"
+    assert any(m["type"] == "tick" for m in msgs[:-1])
+    stats = report.LoadStats.from_dict(msgs[-1]["stats"])
+    _adds_up(stats, 3)

@@ -278,3 +278,12 @@ def test_interval_report_folds_snapshots():
     assert "p50 1.500 ms" in line and "conns 4" in line
     assert out.getvalue().count("\n") == 1
     assert "p50 -" in ir.maybe_emit(now=104.0)        # an empty interval still reports
+
+
+def test_cpu_time_passed_in_by_the_caller():
+    s = _stats([1.0] * 10)                      # duration 2 s, no CpuClock figures
+    d = s.summary(target="t", workers=2, cpu_s=3.9)
+    assert d["client_cpu"] == {"cpu_s": 3.9, "wall_s": 4.0, "per_worker": 0.975}
+    assert "cpu_s" not in d
+    assert any("measures the client" in w for w in d["warnings"])
+    assert s.summary(workers=2, cpu_s=1.0)["warnings"] == []

@@ -252,9 +252,11 @@ class LoadStats:
 
         ``extra`` goes into the dict as given; the keys read here are
         ``rate`` (open loop: the requested rate), ``workers``, ``concurrency``,
-        ``source_addresses`` (a count) and ``limits`` (a
+        ``source_addresses`` (a count), ``limits`` (a
         :func:`limits_in_force` dict or None; computed from ``concurrency``
-        when not given)."""
+        when not given) and ``cpu_s`` (the generator's user + system CPU
+        seconds over the run, all workers, when the stats carry none: see
+        :class:`CpuClock`)."""
         dur = self.duration or 0.0
         rate = (self.responses / dur) if dur > 0 else 0.0
         sent_rate = (self.requests / dur) if dur > 0 else 0.0
@@ -285,9 +287,17 @@ class LoadStats:
         if requested and self.hist_raw.get_total_count():
             d["latency_uncorrected_ms"] = self.latency_ms(self.hist_raw)
         cpu = self.cpu_per_worker()
-        d["client_cpu"] = None if cpu is None else {
-            "cpu_s": round(self.cpu_s, 3), "wall_s": round(self.cpu_wall_s, 3),
-            "per_worker": round(cpu, 3)}
+        given = d.pop("cpu_s", None)
+        if cpu is None and given is not None and dur > 0:
+            # the caller measured the generator's CPU (user + sys) itself
+            self_cpu, self_wall = float(given), dur * max(1, int(extra.get("workers") or 1))
+            cpu = self_cpu / self_wall
+            d["client_cpu"] = {"cpu_s": round(self_cpu, 3), "wall_s": round(self_wall, 3),
+                               "per_worker": round(cpu, 3)}
+        else:
+            d["client_cpu"] = None if cpu is None else {
+                "cpu_s": round(self.cpu_s, 3), "wall_s": round(self.cpu_wall_s, 3),
+                "per_worker": round(cpu, 3)}
         limits = extra.get("limits")
         if "limits" not in extra and extra.get("concurrency"):
             workers = max(1, int(extra.get("workers") or 1))
