@@ -287,3 +287,13 @@ def test_cpu_time_passed_in_by_the_caller():
     assert "cpu_s" not in d
     assert any("measures the client" in w for w in d["warnings"])
     assert s.summary(workers=2, cpu_s=1.0)["warnings"] == []
+
+
+def test_limits_of_another_shape_and_no_cap():
+    s = _stats([1.0])
+    d = s.summary(limits={"open_files": 1024, "local_ports": "32768-60999", "capped_by": []})
+    assert d["warnings"] == []
+    d = s.summary(limits={"capped_by": ["open files 100 (ulimit -n) < 500 connections"]})
+    assert d["warnings"] == ["the limits in force cap the connections: "
+                             "open files 100 (ulimit -n) < 500 connections"]
+    assert report.write_csv is report.write_history_csv

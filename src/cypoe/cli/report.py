@@ -318,7 +318,7 @@ class LoadStats:
             out.append(
                 f"the load generator used {cpu:.0%} of a CPU per worker: the result measures "
                 f"the client, not the server (more --workers, or a lighter --script)")
-        if limits:
+        if limits and limits.get("capped_by"):
             out.append(format_limits(limits))
         return out
 
@@ -367,6 +367,11 @@ def local_port_range(path="/proc/sys/net/ipv4/ip_local_port_range"):
 
 
 def format_limits(limits):
+    """The warning for a :func:`limits_in_force` dict (or any dict whose
+    ``capped_by`` lists what caps the connections)."""
+    if "max_connections" not in limits:
+        return "the limits in force cap the connections: " + "; ".join(
+            str(c) for c in limits.get("capped_by", ()))
     parts = []
     nf = limits.get("nofile")
     if nf:
@@ -375,8 +380,9 @@ def format_limits(limits):
     if limits.get("local_port_range"):
         lo, hi = limits["local_port_range"]
         parts.append(f"local ports {lo}-{hi}")
-    return (f"{limits['connections']} connections asked, at most {limits['max_connections']} "
-            f"possible ({', '.join(limits.get('capped_by', []))}): " + ", ".join(parts))
+    return (f"the limits in force cap the connections: {limits['connections']} asked, at most "
+            f"{limits['max_connections']} possible ({', '.join(limits.get('capped_by', []))}): "
+            + ", ".join(parts))
 
 
 def _ms(v):
@@ -486,6 +492,10 @@ def write_history_csv(history, stream):
     stream.write(",".join(cols) + "\n")
     for e in history:
         stream.write(",".join(str(e.get(c, 0)) for c in cols) + "\n")
+
+
+#: The name load.py's wiring uses.
+write_csv = write_history_csv
 
 
 def read_history_csv(text):
