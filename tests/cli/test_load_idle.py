@@ -61,3 +61,15 @@ def test_proc_readers(tmp_path):
     assert load_idle.tcp_sockets_in_use(str(p)) == 5
     assert load_idle.tcp_mem_pages(str(tmp_path / "none")) is None
     assert load_idle.rss_bytes() > 0 and load_idle.open_fds() > 0
+
+
+def test_idle_main_prints_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "idle.json"
+    with serving("echo") as srv:
+        rc = load_idle.main(_cfg(srv.port, 10, duration=0.2), None, json_path=str(out))
+    assert rc == 0
+    d = json.loads(out.read_text())
+    assert d["opened"] == 10 and d["target"].startswith("127.0.0.1:")
+    assert "RSS" in capsys.readouterr().out
+    (port,) = free_ports(1)
+    assert load_idle.main(_cfg(port, 2, duration=0.1), None) == 1

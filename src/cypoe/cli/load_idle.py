@@ -290,3 +290,32 @@ def format_idle(d, target="?"):
         lines.append("  errors       none")
     return "\n".join(lines)
 
+
+
+def main(cfg, live, json_path=None, human=None):
+    """``cypoe load --idle`` from load.py: run, print the report (to `human`,
+    default stdout; stderr when the JSON goes to stdout), write the JSON
+    (``-``: stdout); returns the exit code (0; 1 when no connection opened
+    or the JSON cannot be written; 130 after Ctrl-C)."""
+    import json
+    import sys
+    d = run_idle(cfg, live)
+    host, port = cfg.host, cfg.port
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    d["target"] = target
+    out = human or (sys.stderr if json_path == "-" else sys.stdout)
+    print(format_idle(d, target), file=out)
+    if json_path:
+        text = json.dumps(d, indent=1)
+        if json_path == "-":
+            print(text)
+        else:
+            try:
+                with open(json_path, "w", encoding="utf-8") as fh:
+                    fh.write(text + "\n")
+            except OSError as exc:
+                print(f"cypoe load: {json_path}: {exc.strerror}", file=sys.stderr)
+                return 1
+    if d["interrupted"]:
+        return 130
+    return 0 if d["opened"] else 1
