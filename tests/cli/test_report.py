@@ -297,3 +297,16 @@ def test_limits_of_another_shape_and_no_cap():
     assert d["warnings"] == ["the limits in force cap the connections: "
                              "open files 100 (ulimit -n) < 500 connections"]
     assert report.write_csv is report.write_history_csv
+
+
+def test_failed_counter_wins_and_history_seconds_round():
+    s = report.LoadStats()
+    s.requests, s.responses, s.failed = 10, 7, 3
+    s.error("redis:ERR", 2)
+    s.error("some-engine-kind", 1)
+    assert s.request_errors == 3 and s.unaccounted() == 0
+    a, b = report.LoadStats(), report.LoadStats()
+    a.history = [{"t": 1.001, "responses": 5}, {"t": 2.003, "responses": 6}]
+    b.history = [{"t": 0.998, "responses": 1}, {"t": 2.4, "responses": 2}]
+    a.merge(b)
+    assert [(e["t"], e["responses"]) for e in a.history] == [(1, 6), (2, 8)]

@@ -403,6 +403,7 @@ class ScriptRun:
         else:
             if kind == "mismatch":
                 self.stats.mismatches += 1
+            self.stats.failed += 1
             self._count_error(kind)
         if self.stopping:
             self._maybe_finish()
@@ -514,6 +515,7 @@ class ScriptRun:
             sc.timer.cancel()
             sc.timer = None
         if sc.outstanding:
+            self.stats.failed += len(sc.outstanding)
             self.stats.error("lost-in-flight", len(sc.outstanding))
             self.window["errors"] += len(sc.outstanding)
             sc.outstanding.clear()

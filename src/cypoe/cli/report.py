@@ -33,8 +33,9 @@ REPORT_PERCENTILES = (50.0, 75.0, 90.0, 99.0, 99.9, 99.99)
 #: Error kinds that a request ended in (each one is a request sent and not
 #: answered correctly); the others (``connect:…``, ``read:EOF``,
 #: ``timeout``, ``unexpected-response``) are about connections or stray
-#: bytes and are not counted against requests.
-REQUEST_ERROR_KINDS = ("mismatch", "lost-in-flight", "timeout:unanswered")
+#: bytes and are not counted against requests.  An engine that counts the
+#: requests ended in error itself sets ``LoadStats.failed``, which then wins.
+REQUEST_ERROR_KINDS = ("mismatch", "lost-in-flight", "timeout:unanswered", "redis:ERR")
 
 #: The fields of one second of ``LoadStats.history``.
 HISTORY_FIELDS = ("requests", "responses", "errors", "bytes_sent", "bytes_received")
@@ -84,10 +85,12 @@ def status_class(code):
 
 
 def merge_history(a, b):
-    """Two per-second histories merged by ``t`` (counts summed), sorted."""
+    """Two per-second histories merged by ``t`` rounded to the nearest whole
+    second (the workers' clocks tick apart by a few milliseconds; counts
+    summed), sorted."""
     by_t = {}
     for entry in list(a) + list(b):
-        t = entry["t"]
+        t = int(entry["t"] + 0.5)
         cur = by_t.get(t)
         if cur is None:
             by_t[t] = {"t": t, **{f: entry.get(f, 0) for f in HISTORY_FIELDS}}
@@ -130,7 +133,8 @@ class LoadStats:
     """Counters and histograms of one load run (or of several, merged)."""
 
     COUNTERS = ("requests", "responses", "bytes_sent", "bytes_received",
-                "connections_opened", "connections_failed", "mismatches", "in_flight")
+                "connections_opened", "connections_failed", "mismatches", "in_flight",
+                "failed")
 
     def __init__(self):
         self.hist = new_histogram()
@@ -170,7 +174,10 @@ class LoadStats:
 
     @property
     def request_errors(self):
-        """Requests that ended in an error (see REQUEST_ERROR_KINDS)."""
+        """Requests that ended in an error: ``failed`` when the engine counts
+        them, else the errors of the kinds in REQUEST_ERROR_KINDS."""
+        if self.failed:
+            return self.failed
         return sum(v for k, v in self.errors.items() if k in REQUEST_ERROR_KINDS)
 
     def unaccounted(self):
