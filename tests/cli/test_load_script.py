@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from cypoe.cli import load, load_script, report
+from cypoe.cli import common, load, load_script, report
 
 from .conftest import free_ports, serving
 
@@ -176,6 +176,7 @@ def test_refused_connections_are_counted(tmp_path):
 
 
 def test_bad_scenario_files(tmp_path):
+    assert issubclass(load_script.ScriptError, common.Unavailable)   # one-line CLI error
     with pytest.raises(load_script.ScriptError, match="no such file"):
         load_script.load_scenario(str(tmp_path / "missing.py"))
     p = _write(tmp_path, "x = (\n", "syntax.py")

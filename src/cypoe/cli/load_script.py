@@ -63,8 +63,10 @@ RECONNECT_DELAY = 0.1
 LIVE_INTERVAL = 1.0
 
 
-class ScriptError(Exception):
-    """The scenario file cannot be used (says why)."""
+class ScriptError(common.Unavailable):
+    """The scenario file cannot be used (says why).  A kind of
+    common.Unavailable, so that the command's error path reports it in one
+    line (``cypoe load: scenario.py: ...``, exit status 1)."""
 
 
 def load_scenario(path):
