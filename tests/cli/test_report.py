@@ -310,3 +310,14 @@ def test_failed_counter_wins_and_history_seconds_round():
     b.history = [{"t": 0.998, "responses": 1}, {"t": 2.4, "responses": 2}]
     a.merge(b)
     assert [(e["t"], e["responses"]) for e in a.history] == [(1, 6), (2, 8)]
+
+
+def test_cpu_clock_of_reaped_children():
+    import subprocess
+    import sys
+    s = report.LoadStats()
+    clock = report.CpuClock(children=True)
+    subprocess.run([sys.executable, "-c", "sum(i * i for i in range(3_000_000))"], check=True)
+    clock.stop(s, processes=2)
+    assert s.cpu_s > 0                      # the child's CPU time, once reaped
+    assert s.cpu_wall_s > 0

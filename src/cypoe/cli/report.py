@@ -101,31 +101,35 @@ def merge_history(a, b):
 
 
 class CpuClock:
-    """This process's CPU time (user + system) over a stretch of wall time,
-    for the "the client ran out of CPU" check.  ``start()`` when the load
-    starts, ``stop(stats)`` when it ends: adds to ``stats.cpu_s`` and
-    ``stats.cpu_wall_s``."""
+    """CPU time (user + system) over a stretch of wall time, for the "the
+    client ran out of CPU" check.  ``CpuClock()`` measures this process;
+    ``CpuClock(children=True)`` the child processes reaped meanwhile (the
+    workers).  Start it when the load starts; ``stop(stats, processes=N)``
+    when it ends adds the CPU seconds to ``stats.cpu_s`` and N times the
+    wall seconds to ``stats.cpu_wall_s``."""
 
-    def __init__(self):
+    def __init__(self, children=False):
+        self.children = children
         self.start()
 
-    @staticmethod
-    def cpu_now():
+    def cpu_now(self):
         try:
             import resource
-            ru = resource.getrusage(resource.RUSAGE_SELF)
+            ru = resource.getrusage(resource.RUSAGE_CHILDREN if self.children
+                                    else resource.RUSAGE_SELF)
             return ru.ru_utime + ru.ru_stime
         except ImportError:  # pragma: no cover
             t = os.times()
-            return t.user + t.system
+            return (t.children_user + t.children_system) if self.children \
+                else (t.user + t.system)
 
     def start(self):
         self.cpu0 = self.cpu_now()
         self.wall0 = time.monotonic()
 
-    def stop(self, stats):
+    def stop(self, stats, processes=1):
         stats.cpu_s += max(0.0, self.cpu_now() - self.cpu0)
-        stats.cpu_wall_s += max(0.0, time.monotonic() - self.wall0)
+        stats.cpu_wall_s += max(0.0, time.monotonic() - self.wall0) * max(1, processes)
         return stats
 
 
