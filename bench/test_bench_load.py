@@ -17,9 +17,10 @@ is faster), and the figure is the median of those per-round ratios.
   ``bench/test_bench_components.py``.
 - Timer accuracy: against redis-server with one connection, the open-loop
   (``--rate 1000``) p50 minus the closed-loop p50, in the same run.
-- The generator's own CPU per response: ``cypoe load``'s, redis-benchmark's
-  and wrk's (user + system time of the client process, from
-  ``getrusage(RUSAGE_CHILDREN)`` around each run).
+- The generator's own CPU per response: ``cypoe load``'s (the run's own
+  user + system time, ``client_cpu`` in its report; the whole process's
+  when the report has none), redis-benchmark's and wrk's (user + system
+  time of the process, ``getrusage(RUSAGE_CHILDREN)`` around each run).
 
 cypoe's figures come from ``cypoe load … --json -`` (``req_per_s``,
 ``responses``, ``latency_ms``).  The set-up installs redis-server,
@@ -249,7 +250,11 @@ def cypoe_load(target, *args, fallback=None):
     if proc.returncode != 0:
         raise RuntimeError(f"cypoe load failed ({proc.returncode}): {proc.stderr[-800:]}")
     d = _json_from(proc.stdout)
-    return {"rps": d["req_per_s"], "responses": d["responses"], "cpu_s": cpu,
+    # the run's own CPU time when the report has it (the interpreter's
+    # start-up and imports left out, as the peers have none to speak of)
+    run_cpu = (d.get("client_cpu") or {}).get("cpu_s")
+    return {"rps": d["req_per_s"], "responses": d["responses"],
+            "cpu_s": run_cpu if run_cpu else cpu, "process_cpu_s": cpu,
             "p50_ms": d["latency_ms"]["p50"], "errors": d.get("error_total", 0),
             "note": note, "json": d}
 
