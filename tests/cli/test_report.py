@@ -321,3 +321,13 @@ def test_cpu_clock_of_reaped_children():
     clock.stop(s, processes=2)
     assert s.cpu_s > 0                      # the child's CPU time, once reaped
     assert s.cpu_wall_s > 0
+
+
+def test_interval_report_reads_an_engines_row():
+    import io
+    out = io.StringIO()
+    ir = report.IntervalReport(out, 1.0, t0=0.0)
+    ir.add({"responses": 5, "errors": 0, "conns": 2, "hist": "",
+            "row": {"t": 1.0, "requests": 7, "responses": 5, "bytes_sent": 70}})
+    line = ir.maybe_emit(now=1.0)
+    assert "7.0 sent/s" in line and "5.0 resp/s" in line

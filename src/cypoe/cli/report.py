@@ -554,8 +554,9 @@ def write_outputs(stats, hgrm_path=None, csv_path=None):
 
 class IntervalReport:
     """``-i/--interval S``: folds the per-second snapshots (dicts with any of
-    HISTORY_FIELDS, and ``hist``: an encoded window histogram, and
-    ``conns``) and prints one :func:`format_interval` line every S seconds."""
+    HISTORY_FIELDS, or with a ``row`` dict of them; ``hist``, an encoded
+    window histogram; ``conns``) and prints one :func:`format_interval`
+    line every S seconds."""
 
     def __init__(self, stream, interval_s, t0=None):
         self.stream = stream
@@ -570,8 +571,9 @@ class IntervalReport:
         self.conns = {}
 
     def add(self, snap, who=0):
+        counts = snap.get("row") or snap       # an engine's per-second row, or the snapshot
         for f in HISTORY_FIELDS:
-            v = snap.get(f)
+            v = counts.get(f)
             if isinstance(v, (int, float)):
                 self.counts[f] += v
         if snap.get("hist"):
