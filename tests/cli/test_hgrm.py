@@ -3,6 +3,8 @@ prints it, read back; wrk2's --latency block (no network)."""
 import io
 import random
 
+import pytest
+
 from cypoe.cli import hgrm, report
 
 
@@ -97,3 +99,31 @@ def test_wrk_time_units():
     assert hgrm.format_time_us(6_540_000) == "6.54s"
     assert hgrm._print_units("1.37ms", 10) == "    1.37ms"
     assert hgrm._print_units("6.54s", 10) == "    6.54s "
+
+
+# Printed by HdrHistogram's Java library itself (org.HdrHistogram 2.1.11,
+# Debian's libhdrhistogram-java): new Histogram(1, 3600000000L, 3), the
+# values below recorded, outputPercentileDistribution(System.out, 5, 1000.0).
+JAVA_CASES = {
+    "spread": [(i * 7919) % 100000 + 1 for i in range(20000)],
+    "tail": [50 + (i % 97) * 3 for i in range(30000)] + [250000 + i * 1000 for i in range(40)]
+    + [3000000],
+    "three": [1000, 2000, 3000],
+}
+
+
+@pytest.mark.parametrize("name", sorted(JAVA_CASES))
+def test_identical_to_javas_output(name):
+    import os
+    with open(os.path.join(os.path.dirname(__file__), "data", f"java_hgrm_{name}.txt")) as fh:
+        java = fh.read()
+    buf = io.StringIO()
+    hgrm.write_hgrm(_hist(JAVA_CASES[name]), buf)
+    assert buf.getvalue() == java
+
+
+def test_java_rounds_half_up_on_the_shortest_digits():
+    # 0.9997802734375 is exact in binary: C and Python print ...437, Java ...438
+    assert hgrm._jf(0.9997802734375, 12, 2) == "0.999780273438"
+    assert "%.12f" % 0.9997802734375 == "0.999780273437"
+    assert hgrm._jf(2.5, 0, 3) == "  3" and hgrm._jf(1.005, 2) == "1.01"
