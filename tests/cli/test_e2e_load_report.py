@@ -12,7 +12,7 @@ def test_report_fields_through_the_cli(tmp_path):
                        "--json", out, check_rc=0)
     d = json.loads(out.read_text())
     assert d["requests"] > 0
-    assert d["requests"] == d["responses"] + d["request_errors"] + d["in_flight"]
+    assert d["requests"] == d["responses"] + d["failed"] + d["in_flight"]
     lat = d["latency_ms"]
     assert lat["p50"] <= lat["p75"] <= lat["p90"] <= lat["p99"] <= lat["p99.9"] \
         <= lat["p99.99"] <= lat["max"]

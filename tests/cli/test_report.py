@@ -163,7 +163,7 @@ def test_counts_add_up_with_in_flight_and_request_errors():
     s.error("connect:ECONNREFUSED", 7)   # not a request
     assert s.request_errors == 6 and s.unaccounted() == 0
     d = s.summary()
-    assert d["requests"] == d["responses"] + d["request_errors"] + d["in_flight"]
+    assert d["requests"] == d["responses"] + d["failed"] + d["in_flight"]
 
 
 def test_rate_shortfall_warning():

@@ -279,7 +279,7 @@ class LoadStats:
             "requests": self.requests,
             "responses": self.responses,
             "in_flight": self.in_flight,
-            "request_errors": self.request_errors,
+            "failed": self.request_errors,      # requests that ended in an error
             "bytes_sent": self.bytes_sent,
             "bytes_received": self.bytes_received,
             "req_per_s": round(rate, 1),
@@ -421,7 +421,7 @@ def format_report(summary):
         + (f", rate {summary['rate']:g}/s" if summary.get("rate") else ""),
         f"  connections  {conns['opened']} opened, {conns['failed']} failed",
         f"  requests     {summary['requests']}  responses {summary['responses']}"
-        f"  failed {summary.get('request_errors', 0)}  in flight at stop {summary.get('in_flight', 0)}",
+        f"  failed {summary.get('failed', 0)}  in flight at stop {summary.get('in_flight', 0)}",
         f"  throughput   {summary['req_per_s']:.1f} req/s"
         + (f" ({summary['sent_per_s']:.1f} sent/s)" if summary.get("rate") and "sent_per_s" in summary
            else "")
