@@ -11,7 +11,7 @@ import re
 import sys
 import time
 
-from cypoe.cli import common, order, output, ports as portspec, targets as targetspec, timing
+from cypoe.cli import cluster_cli, common, order, output, ports as portspec, targets as targetspec, timing
 
 DEFAULT_PORTS = "1-1024"
 DEFAULT_MAX_READ = 96 * 1024
@@ -101,6 +101,7 @@ def add_parser(sub):
     w.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="progress on stderr even when it is not a terminal")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary on stderr")
+    cluster_cli.add_arguments(p, "scan")
     return p
 
 
@@ -239,6 +240,8 @@ class Progress:
 
 
 def run(args):
+    if args.cluster:
+        return cluster_cli.run_scan(args)
     prog = "cypoe scan"
     parser = args._parser
     try:
