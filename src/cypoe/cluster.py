@@ -341,6 +341,12 @@ def _is_killed_worker(exc):
     return isinstance(exc, KilledWorker)
 
 
+def _describe(exc):
+    if _is_killed_worker(exc):
+        return f"KilledWorker: the shard's workers died ({exc.last_worker.address} last)"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def _plan_job(plan, timing, *, banners=False, max_read=96 * 1024, read_timeout=2.0, tls=False,
               sni=None, all_results=False, workers=1):
     return {
@@ -463,13 +469,13 @@ class ScanRun:
                         attempts[j] += 1
                         self.resubmitted += 1
                         self._event({"kind": "resubmitted", "shard": j,
-                                     "attempt": attempts[j], "reason": str(exc)})
+                                     "attempt": attempts[j], "reason": _describe(exc)})
                         pending[j] = self._submit(j, attempts[j])
                         continue
                     del pending[j]
                     if "version mismatch" in str(exc):
                         raise ClusterError(str(exc))
-                    self._fail(j, exc)
+                    self._fail(j, _describe(exc))
                 else:  # cancelled
                     del pending[j]
                     self._fail(j, "cancelled")
