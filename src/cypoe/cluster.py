@@ -562,8 +562,9 @@ class LoadRun:
     ``status``: ok, late, lost, error or interrupted, ``share``, figures)."""
 
     def __init__(self, cfg, client, *, workers=1, live=None, setup_timeout=SETUP_TIMEOUT,
-                 owns_client=False):
+                 owns_client=False, on_event=None):
         self.cfg, self.client, self.workers = cfg, client, workers
+        self.on_event = on_event
         self.owns_client = owns_client
         self.live = live
         self.setup_timeout = setup_timeout
@@ -612,6 +613,8 @@ class LoadRun:
 
         def handle(kind, obj):
             if kind == "event":
+                if self.on_event is not None:
+                    self.on_event(obj)
                 i = obj["agent"]
                 if obj["kind"] == "ready":
                     ready.add(i)
@@ -791,14 +794,16 @@ class LiveTotal:
 def load(target, *, cluster=None, client=None, connections=16, duration=10.0, requests=None,
          pipeline=1, message="PING", size=None, rate=None, connect_rate=None, expect="echo",
          source_addresses=None, workers=1, timeout=5.0, per_agent=True,
-         setup_timeout=SETUP_TIMEOUT, live=None):
+         setup_timeout=SETUP_TIMEOUT, live=None, on_event=None):
     """Run ``cypoe load`` on a Dask cluster; returns the merged report (the
     dict ``cypoe load --json`` writes) with ``cluster`` (agents, start
     skew, lost shares) and, with ``per_agent``, each agent's figures.
 
     ``target`` is ``"HOST:PORT"`` or a (host, port) pair; the totals
     (``connections``, ``rate``, ``requests``, ``connect_rate``) are split
-    exactly across the agents, ``workers`` is processes per agent."""
+    exactly across the agents, ``workers`` is processes per agent.
+    ``live`` (a :class:`LiveTotal`) prints the live line; ``on_event(dict)``
+    sees the agents' events (``ready``, ``progress``)."""
     import argparse
     from cypoe.cli import common
     from cypoe.cli.load import Config, build_message, parse_sources
@@ -813,7 +818,7 @@ def load(target, *, cluster=None, client=None, connections=16, duration=10.0, re
         client = connect(cluster)
     try:
         run = LoadRun(cfg, client, workers=workers, live=live, setup_timeout=setup_timeout,
-                      owns_client=owns)
+                      owns_client=owns, on_event=on_event)
     except BaseException:
         if owns:
             client.close()
