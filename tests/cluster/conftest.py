@@ -22,16 +22,20 @@ class DaskCluster:
     """The processes of a local Dask cluster; ``token`` marks every process
     started under it (its environment), so the tests find the agents."""
 
-    def __init__(self, tmp_path, workers=2, scheduler_env=None):
+    def __init__(self, tmp_path, workers=2, scheduler_env=None, tls=None):
         self.token = uuid.uuid4().hex
         self.env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""),
                         CYPOE_TEST_CLUSTER=self.token)
         self.env.pop("CYPOE_CLUSTER", None)
         self.file = str(tmp_path / f"scheduler-{self.token[:8]}.json")
         self.logs = []
+        # tls: (ca, cert, key): every process with it, the client through Dask's config
+        tls_args = ["--tls-ca-file", tls[0], "--tls-cert", tls[1], "--tls-key", tls[2]] \
+            if tls else []
         self.scheduler = self._start(
             ["scheduler", "--host", "127.0.0.1", "--port", "0", "--scheduler-file", self.file,
-             "--no-dashboard"], dict(self.env, **(scheduler_env or {})), tmp_path, "scheduler")
+             "--no-dashboard", *(["--protocol", "tls"] if tls else []), *tls_args],
+            dict(self.env, **(scheduler_env or {})), tmp_path, "scheduler")
         self.nannies = []
         self.client = None
         try:
@@ -45,9 +49,12 @@ class DaskCluster:
                 self.nannies.append(self._start(
                     ["worker", "--scheduler-file", self.file, "--nthreads", "1",
                      "--resources", "cypoe=1", "--host", "127.0.0.1", "--no-dashboard",
-                     "--name", f"agent-{i}"], self.env, tmp_path, f"worker{i}"))
+                     "--name", f"agent-{i}", *tls_args], self.env, tmp_path, f"worker{i}"))
+            security = distributed.Security(tls_ca_file=tls[0], tls_client_cert=tls[1],
+                                            tls_client_key=tls[2], require_encryption=True) \
+                if tls else None
             self.client = distributed.Client(scheduler_file=self.file, timeout=60,
-                                             set_as_default=False)
+                                             set_as_default=False, security=security)
             self.client.wait_for_workers(workers, timeout=90)
         except BaseException:
             self.close()
@@ -160,6 +167,37 @@ def fresh_cluster(tmp_path):
     yield make
     for c in made:
         c.close()
+
+
+@pytest.fixture
+def tls_cert(tmp_path):
+    """A self-signed CA certificate for 127.0.0.1 and its key: the CA, the
+    certificate and the key of every process of a TLS cluster."""
+    import datetime
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cypoe-cluster-test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=2))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path = tmp_path / "cluster-cert.pem"
+    key_path = tmp_path / "cluster-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(cert_path), str(key_path)
 
 
 @pytest.fixture

@@ -177,3 +177,30 @@ def test_cli_reports_the_rerun_line(fragile_cluster, listeners, tmp_path):
     pairs = [(r["ip"], r["port"]) for r in got]
     assert len(pairs) == len(set(pairs))
     assert keyed(got) == keyed(single_process(tmp_path, listeners))
+
+
+def test_tls_cluster_with_dask_security_config(fresh_cluster, listeners, tmp_path, tls_cert):
+    """A tls:// scheduler: cypoe passes Dask's TLS configuration (here from
+    DASK_DISTRIBUTED__COMM__TLS__* variables) through; without it, a clear
+    refusal."""
+    import json
+    cluster = fresh_cluster(workers=1, tls=tls_cert)
+    with open(cluster.file) as fh:
+        address = json.load(fh)["address"]
+    assert address.startswith("tls://")
+    ca, cert, key = tls_cert
+    refused = cli("scan", NET, "-p", listeners[0], "--cluster", address)
+    assert refused.returncode == 1 and "TLS configuration" in refused.stderr
+    out = tmp_path / "tls.jsonl"
+    env = dict(ENV, DASK_DISTRIBUTED__COMM__TLS__CA_FILE=ca,
+               DASK_DISTRIBUTED__COMM__TLS__CLIENT__CERT=cert,
+               DASK_DISTRIBUTED__COMM__TLS__CLIENT__KEY=key,
+               DASK_DISTRIBUTED__COMM__REQUIRE_ENCRYPTION="True")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cypoe", "scan", NET, "-p", ",".join(map(str, listeners)),
+         "--seed", "7", "--cluster", address, "-o", str(out)],
+        env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "cluster of 1 agent(s)" in proc.stderr
+    want = [r for r in single_process(tmp_path, listeners) if r["state"] == "open"]
+    assert keyed(read_jsonl(out)) == keyed(want)
