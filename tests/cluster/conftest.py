@@ -200,7 +200,7 @@ def tls_cert(tmp_path):
     return str(cert_path), str(cert_path), str(key_path)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def listeners():
     """Listening sockets on 127.0.0.1 (and one on 127.0.1.7): the scan's open ports."""
     import socket

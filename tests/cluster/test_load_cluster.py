@@ -38,9 +38,9 @@ def test_load_report_is_the_sum_of_the_agents(dask_cluster, tmp_path):
     assert dask_cluster.agent_pids() == []
 
 
-def test_killed_load_agent_is_worker_lost(fresh_cluster):
+def test_killed_load_agent_is_worker_lost(dask_cluster):
     from cypoe import cluster as cl
-    cluster = fresh_cluster()
+    cluster = dask_cluster
     seen = {}
 
     def on_event(ev):
@@ -59,6 +59,7 @@ def test_killed_load_agent_is_worker_lost(fresh_cluster):
     assert r["errors"]["worker:lost"] == 1 and r["cluster"]["lost"] == 1
     assert r["responses"] == a1["responses"]      # the lost share is not counted
     wait_until(lambda: not alive(seen["killed"][1]), 30, "the killed worker's agent to end")
+    cluster.client.wait_for_workers(2, timeout=60)   # its nanny restarted it
 
 
 def _start_client(args):
@@ -68,6 +69,7 @@ def _start_client(args):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])
 def test_stopping_the_client_stops_every_remote_load(dask_cluster, sig):
+    dask_cluster.client.wait_for_workers(2, timeout=60)
     with serving("echo") as srv:
         proc = _start_client(["load", f"127.0.0.1:{srv.port}", "-c", "2", "-d", "300s",
                               "--cluster", dask_cluster.file])
