@@ -687,16 +687,11 @@ class LoadRun:
                     self.client.cancel(left, force=True)
                 except Exception:  # noqa: BLE001
                     pass
-            for name in ("unsubscribe_topic",):
-                try:
-                    getattr(self.client, name)(self.ns)
-                except Exception:  # noqa: BLE001
-                    pass
-            for obj in (go_event, start_var):
-                try:
-                    obj.delete() if hasattr(obj, "delete") else None
-                except Exception:  # noqa: BLE001
-                    pass
+            try:
+                self.client.unsubscribe_topic(self.ns)
+                start_var.delete()
+            except Exception:  # noqa: BLE001 - the client may be gone (Ctrl-C)
+                pass
         return self._merge(per, results, live)
 
     def _merge(self, per, results, live):
