@@ -386,6 +386,9 @@ class ScanRun:
                                       rate=timing.rate / n if timing.rate else timing.rate)
         self.shards = max(1, min(n * shards_per_agent, plan.total or 1))
         self.job = _plan_job(plan, self.timing, **job_options)
+        # as --workers splits it: n shards side by side add up to the total
+        self.n_agents = n
+        self.conc_total = timing.concurrency
         self.id = uuid.uuid4().hex[:12]
         self.topic = f"cypoe-scan-{self.id}"
         self.counts = {"open": 0, "closed": 0, "filtered": 0}
@@ -407,6 +410,9 @@ class ScanRun:
     def _submit(self, j, attempt):
         total, index, _ = self.shard_args(j)
         job = dict(self.job, shards=total, shard=index)
+        n = self.n_agents
+        conc = self.conc_total // n + (1 if j % n < self.conc_total % n else 0)
+        job["timing"] = dict(job["timing"], concurrency=max(1, conc))
         key = f"cypoe-scan-{self.id}-shard{j}-try{attempt}"
         fut = self.client.submit(scan_task, job, self.topic, j, attempt, key=key,
                                  resources={RESOURCE: 1}, pure=False)
