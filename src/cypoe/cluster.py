@@ -584,6 +584,8 @@ class LoadRun:
         self.ns = f"cypoe-load-{self.id}"
         self.interrupted = False
         self.start_skew_ms = None
+        self.setup_s = None     # from the submission to every agent ready
+        self.lost = 0
 
     def _job(self, share):
         d = {k: getattr(share, k) for k in ("host", "port", "connections", "duration",
@@ -651,6 +653,7 @@ class LoadRun:
                 else:
                     results[i] = {"status": "lost", "reason": "cancelled"}
 
+        t_submit = time.monotonic()
         try:
             # 1. every agent set up (or failed, or the set-up time is over)
             deadline = time.monotonic() + self.setup_timeout
@@ -662,6 +665,7 @@ class LoadRun:
             mismatch = [r["reason"] for r in results.values() if r.get("status") == "error"]
             if mismatch and len(results) == n:
                 raise ClusterError(mismatch[0])
+            self.setup_s = round(time.monotonic() - t_submit, 3)
             # 2. one start instant, on the scheduler's clock
             start_sched = time.time() + _scheduler_offset(self.client) + START_LEAD
             start_var.set(start_sched)
@@ -841,7 +845,8 @@ def summarize(run, stats, agents_info, interrupted, *, per_agent=True, **extra):
         rate=cfg.rate, expect=cfg.expect, message_bytes=len(cfg.message),
         interrupted=interrupted, **extra)
     summary["cluster"] = {"agents": len(run.agents), "workers_per_agent": run.workers,
-                          "start_skew_ms": run.start_skew_ms, "lost": run.lost}
+                          "setup_s": run.setup_s, "start_skew_ms": run.start_skew_ms,
+                          "lost": run.lost}
     if per_agent:
         summary["agents"] = agents_info
     return summary

@@ -32,8 +32,9 @@ def test_load_report_is_the_sum_of_the_agents(dask_cluster, tmp_path):
     assert r["requests"] == sum(a["requests"] for a in agents)
     assert sum(a["latency_count"] for a in agents) == r["latency_ms"]["count"]
     assert r["cluster"] == {"agents": 2, "workers_per_agent": 1, "lost": 0,
+                            "setup_s": r["cluster"]["setup_s"],
                             "start_skew_ms": r["cluster"]["start_skew_ms"]}
-    assert r["cluster"]["start_skew_ms"] is not None
+    assert r["cluster"]["start_skew_ms"] is not None and r["cluster"]["setup_s"] is not None
     assert "2 agent(s) × 1 process(es)" in proc.stdout
     assert dask_cluster.agent_pids() == []
 

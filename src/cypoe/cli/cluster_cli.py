@@ -174,7 +174,8 @@ def run_load(args):
     summary = cluster.summarize(run, stats, per_agent, interrupted, per_agent=bool(args.json))
     print(report.format_report(summary))
     cl = summary["cluster"]
-    skew = f", start skew {cl['start_skew_ms']:.1f} ms" if cl["start_skew_ms"] is not None else ""
+    skew = f", set up in {cl['setup_s']:.2f} s" if cl["setup_s"] is not None else ""
+    skew += f", start skew {cl['start_skew_ms']:.1f} ms" if cl["start_skew_ms"] is not None else ""
     print(f"  cluster      {cl['agents']} agent(s) × {cl['workers_per_agent']} process(es){skew}"
           + (f", {cl['lost']} share(s) lost" if cl["lost"] else ""))
     for a in per_agent:
