@@ -145,9 +145,15 @@ class _Agent:
     def __init__(self, job):
         import json
         self.json = json
+        # A process group of its own (its last resort kills the group), but
+        # not a session of its own: with the kernel's autogroup scheduling a
+        # new session is a new CPU group, and on a busy host that halved a
+        # loopback load's throughput.  (Before Python 3.11 the agent makes
+        # its group itself.)
+        group = {"process_group": 0} if sys.version_info >= (3, 11) else {}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "cypoe.cli.agent"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **group)
         self.tail = []
         self._err = threading.Thread(target=self._read_stderr, daemon=True)
         self._err.start()
@@ -204,7 +210,7 @@ class _Agent:
             try:
                 os.killpg(self.proc.pid, signal.SIGKILL)
             except OSError:
-                pass
+                self.proc.kill()
             self.proc.wait()
         self.proc.stdout.close()
 
@@ -276,7 +282,7 @@ def load_task(job, topic, index, ns):
     """One agent's share of a load (a Dask task): set up, report ready,
     start at the common instant (or return "late"), stream live figures,
     return the LoadStats (encoded)."""
-    from distributed import Event, Variable, get_worker
+    from distributed import Event, Variable, get_client, get_worker
     worker = get_worker()
     key = worker.get_current_task()
     stop = _stop_check(worker, key)
@@ -297,8 +303,11 @@ def load_task(job, topic, index, ns):
             if stop():
                 raise AgentError("cancelled")
             raise AgentError(agent.failure(f"the agent on {worker.address} did not get ready"))
+        # this host's clock against the scheduler's (the worker's own
+        # estimate, from one heartbeat, can be off by a busy loop's delay)
+        offset = _scheduler_offset(get_client())
         emit("ready", worker=worker.address, worker_pid=os.getpid(),
-             agent_pid=msg["ready"]["pid"])
+             agent_pid=msg["ready"]["pid"], clock_offset_ms=round(offset * 1000.0, 3))
         go = Event(f"{ns}-go")
         waited = time.monotonic()
         while not go.wait(timeout=0.5):
@@ -307,7 +316,7 @@ def load_task(job, topic, index, ns):
             if time.monotonic() - waited > job.get("setup_timeout", SETUP_TIMEOUT):
                 return dict(base, status="late", reason="no start time came")
         start_sched = Variable(f"{ns}-start").get(timeout=30)
-        start_local = start_sched - worker.scheduler_delay
+        start_local = start_sched - offset
         if time.time() >= start_local:
             # never run a share late: the others are already under way
             return dict(base, status="late", reason="the start time had passed")
@@ -326,9 +335,10 @@ def load_task(job, topic, index, ns):
         if stop():
             raise AgentError("cancelled")
         raise AgentError(agent.failure(f"the agent on {worker.address} ended without a result"))
-    delay = worker.scheduler_delay  # onto the scheduler's clock
+    # onto the scheduler's clock; started_local is the agent's own timestamp
     return dict(base, status="ok", stats=result["stats"], interrupted=result["interrupted"],
-                started_at=result["started_at"] + delay, ended_at=result["ended_at"] + delay)
+                started_at=result["started_at"] + offset, ended_at=result["ended_at"] + offset,
+                started_local=result["started_at"], clock_offset_ms=round(offset * 1000.0, 3))
 
 
 # -- the client's side: scan ------------------------------------------------------
@@ -554,12 +564,17 @@ def scan(targets, ports="1-1024", *, cluster=None, client=None, exclude=(), fami
 
 # -- the client's side: load ------------------------------------------------------
 
-def _scheduler_offset(client):
-    """Scheduler clock minus ours (midpoint of one round trip)."""
-    t0 = time.time()
-    ts = client.run_on_scheduler(time.time)
-    t1 = time.time()
-    return ts - (t0 + t1) / 2.0
+def _scheduler_offset(client, samples=5):
+    """The scheduler's clock minus ours: the midpoint of the quickest of a
+    few round trips (as NTP filters), so a slow answer does not skew it."""
+    best = None
+    for _ in range(samples):
+        t0 = time.time()
+        ts = client.run_on_scheduler(time.time)
+        t1 = time.time()
+        if best is None or t1 - t0 < best[0]:
+            best = (t1 - t0, ts - (t0 + t1) / 2.0)
+    return best[1]
 
 
 class LoadRun:
@@ -667,10 +682,11 @@ class LoadRun:
                 raise ClusterError(mismatch[0])
             self.setup_s = round(time.monotonic() - t_submit, 3)
             # 2. one start instant, on the scheduler's clock
-            start_sched = time.time() + _scheduler_offset(self.client) + START_LEAD
+            offset = _scheduler_offset(self.client)
+            start_sched = time.time() + offset + START_LEAD
             start_var.set(start_sched)
             go_event.set()
-            start_local = start_sched - _scheduler_offset(self.client)
+            start_local = start_sched - offset
             if self.live is not None:
                 self.live.begin(start_local)
             # 3. results, until start + duration + timeout
@@ -726,6 +742,8 @@ class LoadRun:
                 total.merge(st)
                 starts.append(res["started_at"])
                 info.update(status="ok", worker=res["worker"], started_at=res["started_at"],
+                            started_local=res["started_local"],
+                            clock_offset_ms=res["clock_offset_ms"],
                             requests=st.requests, responses=st.responses,
                             errors=dict(st.errors), latency_count=st.hist.get_total_count(),
                             duration_s=round(st.duration, 3))

@@ -290,10 +290,11 @@ def main(argv=None):
     import cypoe
     # Own process group: the stdin watcher's last resort kills it whole
     # (the agent and any worker processes it forked).
-    try:
-        os.setpgid(0, 0)
-    except OSError:
-        pass
+    if os.getpgrp() != os.getpid():
+        try:
+            os.setpgid(0, 0)
+        except OSError:
+            pass
     out = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8", buffering=1 << 16)
     # Nothing else may write to the channel: stray prints go to stderr.
     sys.stdout = sys.stderr
