@@ -65,6 +65,17 @@ def test_cluster_scan_open_only_and_shard_of_shards(dask_cluster, listeners, tmp
     assert keyed(read_jsonl(out)) == keyed(want)
 
 
+def test_an_agent_of_another_version_refuses(dask_cluster, monkeypatch):
+    """The job carries the client's cypoe version; agents running another
+    refuse it, and the run stops with that message."""
+    from cypoe import cluster as cl
+    monkeypatch.setattr(cl, "_version", lambda: "0.0.0-client")
+    run = cl.scan([NET], "1", client=dask_cluster.client, seed=7)
+    with pytest.raises(cl.ClusterError, match="version mismatch.*0.0.0-client"):
+        list(run)
+    wait_until(lambda: dask_cluster.agent_pids() == [], 30, "every agent to end")
+
+
 def _scan_killing(cluster, ports, kill_what, **kw):
     """Scan (the Python API) and SIGKILL the worker (and maybe its nanny)
     running the first shard that streams records; returns (records, run,
@@ -91,7 +102,7 @@ def _scan_killing(cluster, ports, kill_what, **kw):
             kill(wpid)
 
     run = cl.scan([NET], ",".join(map(str, ports)), client=cluster.client, seed=7,
-                  all_results=True, rate=600, shards_per_agent=2, on_event=on_event, **kw)
+                  all_results=True, rate=400, shards_per_agent=2, on_event=on_event, **kw)
     records = list(run)
     return records, run, killed, events
 
