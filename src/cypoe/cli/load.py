@@ -20,7 +20,8 @@ import signal
 import sys
 import time
 
-from cypoe.cli import cluster_cli, common, report
+from cypoe.cli import common, report
+from cypoe.cli import cluster_cli  # --cluster (imports no distributed)
 
 EXAMPLES = """\
 examples:

@@ -11,7 +11,8 @@ import re
 import sys
 import time
 
-from cypoe.cli import cluster_cli, common, order, output, ports as portspec, targets as targetspec, timing
+from cypoe.cli import common, order, output, ports as portspec, targets as targetspec, timing
+from cypoe.cli import cluster_cli  # --cluster (imports no distributed)
 
 DEFAULT_PORTS = "1-1024"
 DEFAULT_MAX_READ = 96 * 1024
