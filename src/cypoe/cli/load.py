@@ -21,6 +21,7 @@ import sys
 import time
 
 from cypoe.cli import common, report
+from cypoe.cli import cluster_cli  # --cluster (imports no distributed)
 
 EXAMPLES = """\
 examples:
@@ -72,6 +73,7 @@ def add_parser(sub):
                    help="connect timeout, and how long to wait for the last responses (default 5s)")
     p.add_argument("--json", metavar="FILE", help="write the report as JSON to FILE ('-': stdout)")
     p.add_argument("-q", "--quiet", action="store_true", help="no live line on stderr")
+    cluster_cli.add_arguments(p, "load")
     return p
 
 
@@ -171,6 +173,8 @@ class LiveLine:
 
 
 def run(args):
+    if args.cluster:
+        return cluster_cli.run_load(args)
     prog = "cypoe load"
     parser = args._parser
     try:

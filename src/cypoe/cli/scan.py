@@ -12,6 +12,7 @@ import sys
 import time
 
 from cypoe.cli import common, order, output, ports as portspec, targets as targetspec, timing
+from cypoe.cli import cluster_cli  # --cluster (imports no distributed)
 
 DEFAULT_MAX_READ = 96 * 1024
 
@@ -208,6 +209,7 @@ def add_parser(sub):
     w.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="progress on stderr even when it is not a terminal")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary on stderr")
+    cluster_cli.add_arguments(p, "scan")
     return p
 
 
@@ -532,6 +534,8 @@ def _status_counts(records_counts, other_counts):
 
 
 def run(args):
+    if args.cluster:
+        return cluster_cli.run_scan(args)
     prog = "cypoe scan"
     parser = args._parser
     parts = None
