@@ -151,7 +151,10 @@ class LoadRun:
         if getattr(self, "live_timer", None) is not None:
             self.live_timer.cancel()
         unanswered = self._outstanding()
-        if unanswered:
+        if self.interrupted:
+            # stopped by Ctrl-C: still in flight, not failed
+            self.stats.in_flight = unanswered
+        elif unanswered:
             self.stats.error("timeout:unanswered", unanswered)
         for st in self.conns:
             st.sent.clear()
