@@ -225,7 +225,7 @@ cdef class HTTPResponse(_Framer):
     delivered as its raw bytes; 1xx interim responses are part of the final
     response's record.  ``head=True``: responses to HEAD, which have no
     body.  A response framed by the end of the connection is returned by
-    :meth:`get_eof`.  :func:`parse_response` splits a record into
+    :meth:`get_eof`.  ``cypoe.filters.parse_response`` splits a record into
     (status, headers, body)."""
     cdef HttpParser* p
 
@@ -279,38 +279,3 @@ cdef class HTTPResponse(_Framer):
 
     cdef str _error_text(self):
         return http_error_text(self.p)
-
-
-
-def parse_response(bytes record):
-    """An ``HTTPResponse`` record -> ``(status, headers, body)``: status an
-    int (of the final response; interim 1xx ones are skipped), headers a
-    list of (name, value) str pairs in order, body the payload bytes
-    (chunked coding removed)."""
-    rest = record
-    while True:
-        head, sep, rest = rest.partition(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        while lines and not lines[0]:
-            lines.pop(0)
-        status = int(lines[0].split(" ", 2)[1])
-        if not (100 <= status < 200 and status != 101) or not rest:
-            break
-    headers = []
-    for ln in lines[1:]:
-        name, _, value = ln.partition(":")
-        headers.append((name, value.strip(" \t")))
-    chunked = any(n.lower() == "transfer-encoding"
-                  and v.lower().split(",")[-1].strip() == "chunked" for n, v in headers)
-    if not chunked:
-        return status, headers, rest
-    payload = bytearray()
-    while True:
-        line, _, rest = rest.partition(b"\n")
-        size = int(line.strip().split(b";")[0], 16)
-        if size == 0:
-            break
-        payload += rest[:size]
-        rest = rest[size:]
-        rest = rest[2:] if rest.startswith(b"\r\n") else rest[1:]
-    return status, headers, bytes(payload)

@@ -306,6 +306,7 @@ cdef struct HttpParser:
     int nheaders
     int64_t content_length
     bint chunked
+    bint te               # a Transfer-Encoding field was seen
     bint close
     bint keep_alive
     int64_t left
@@ -324,6 +325,7 @@ cdef inline void http_reset(HttpParser* p) noexcept nogil:
     p.nheaders = 0
     p.content_length = -1
     p.chunked = False
+    p.te = False
     p.close = False
     p.keep_alive = False
     p.left = 0
@@ -430,9 +432,10 @@ cdef inline int _http_header(HttpParser* p, const char* s, Py_ssize_t n) noexcep
             return HERR_LENGTH
         p.content_length = cl
     elif _ieq(s, colon, b"transfer-encoding"):
+        # RFC 9112 6.3: chunked when it is the final coding (Content-Length
+        # is then ignored), otherwise the body runs to the close
+        p.te = True
         p.chunked = _last_token_is(s + vs, ve - vs, b"chunked")
-        if not p.chunked:
-            p.content_length = -2     # a coding we do not frame: body until close
     elif _ieq(s, colon, b"connection"):
         if _has_token(s + vs, ve - vs, b"close"):
             p.close = True
@@ -453,10 +456,10 @@ cdef inline int _http_headers_done(HttpParser* p) noexcept nogil:
         if p.status == 101:
             p.close = True
         return _http_end_of_frame(p)
-    if p.chunked and p.content_length != -2:
+    if p.te and p.chunked:
         p.phase = H_CHUNK_SIZE
         return FR_MORE
-    if p.content_length >= 0:
+    if not p.te and p.content_length >= 0:
         if p.content_length == 0:
             return _http_end_of_frame(p)
         p.left = p.content_length
@@ -507,7 +510,6 @@ cdef inline Py_ssize_t http_feed(HttpParser* p, const char* data, Py_ssize_t n,
     cdef const char* q
     cdef int rc
     while i < n:
-        p.in_frame = True
         if p.phase == H_BODY or p.phase == H_CHUNK_DATA:
             take = n - i
             if take > p.left:
@@ -548,6 +550,7 @@ cdef inline Py_ssize_t http_feed(HttpParser* p, const char* data, Py_ssize_t n,
                 rc = HERR_STATUS
             else:
                 p.phase = H_HEADER
+                p.in_frame = True
         elif p.phase == H_HEADER:
             if ln == 0:
                 if _http_headers_done(p) == FR_DONE:
