@@ -388,6 +388,8 @@ def run(args):
         parser.error(f"--workers ({args.workers}) must not exceed --connections ({args.connections})")
     if expect == "line" and any(m.count(b"\n") != 1 for m in messages):
         parser.error("--expect line needs requests of exactly one line each")
+    if args.engine == "tcpmulti" and len(messages) > 1:
+        parser.error("--engine tcpmulti sends one message; several need the compiled engine")
     if target is None and expect in ("redis", "http"):
         parser.error(f"--expect {expect} needs a target (the built-in server echoes)")
     try:
@@ -469,6 +471,7 @@ def run(args):
     if limits["capped_by"] and "limit" not in text:
         text += "\n  limits       " + "; ".join(limits["capped_by"])
     print(text, file=human)
+    human.flush()
     note = diagnose(stats, expect, messages)
     if note:
         common.err(prog, note)

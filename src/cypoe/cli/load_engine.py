@@ -21,7 +21,8 @@ LIVE_INTERVAL = 1.0
 
 
 def check(embedded=False):
-    common.require("TCPMulti", "Kernel", "Block", "Line", "Stream")
+    common.require("TCPMulti", "Kernel", "Block", "Line", "Stream", "RedisReply",
+                   "HTTPResponse")
     if embedded:
         from cypoe.cli import serve_engine
         serve_engine.check()
@@ -65,8 +66,13 @@ class LoadRun:
             in_filter = cy.Block(block_size=len(self.msg))
         elif cfg.expect == "line":
             in_filter = cy.Line()
+        elif cfg.expect == "redis":
+            in_filter = cy.RedisReply()
+        elif cfg.expect == "http":
+            in_filter = cy.HTTPResponse(head=getattr(cfg, "no_body", False))
         else:
             in_filter = cy.Stream()
+        self.stats.status_classes = {}
         self.multi = cy.TCPMulti(
             on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
             on_error=self._on_error, on_disconnected=self._on_disconnected,
@@ -246,7 +252,13 @@ class LoadRun:
         if self.cfg.expect == "echo" and record != self.msg:
             self.stats.mismatches += 1
             self._count_error("mismatch")
+        elif self.cfg.expect == "redis" and record[:1] == b"-":
+            self._count_error("redis:ERR")
         else:
+            if self.cfg.expect == "http":
+                cls = f"{record[9:10].decode('latin-1')}xx"
+                sc = self.stats.status_classes
+                sc[cls] = sc.get(cls, 0) + 1
             self.window.record_value(report.clamp_us(now - t0))
             self.stats.responses += 1
             self.live_responses += 1
