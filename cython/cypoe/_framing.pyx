@@ -233,8 +233,11 @@ cdef class HTTPResponse(_Framer):
         self.p = <HttpParser*>PyMem_Malloc(sizeof(HttpParser))
         if self.p == NULL:
             raise MemoryError()
+        http_init(self.p)
 
     def __dealloc__(self):
+        if self.p != NULL:
+            http_reset(self.p)
         PyMem_Free(self.p)
 
     def __init__(self, *, max_length=DEFAULT_MAX_LENGTH, head=False):

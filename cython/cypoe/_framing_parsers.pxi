@@ -8,6 +8,10 @@
 #
 #   consumed = xxx_feed(&state, data, n, &status)
 #
+# HTTP's lines are parsed in place in the input; only a line split between
+# two inputs is copied (into a buffer allocated for that line and freed once
+# it is complete), so an idle connection holds no line buffer.
+#
 # consumes bytes up to and including the end of the first frame that
 # completes in data[0:n] (status = FR_DONE; the frame's facts are in the
 # state's last_* fields), or all n bytes (FR_MORE), or stops at the byte
@@ -16,6 +20,7 @@
 
 from libc.stdint cimport int64_t
 from libc.string cimport memchr, memcpy
+from libc.stdlib cimport malloc, free
 
 cdef enum:
     FR_MORE = 0
@@ -295,10 +300,11 @@ cdef enum:
     HERR_CHUNK = 6        # bad chunk-size line
     HERR_CHUNK_END = 7    # chunk data not followed by CRLF
     HERR_EOF = 8          # the connection ended inside a response
+    HERR_NOMEM = 9
 
 cdef struct HttpParser:
     int phase
-    char line[HTTP_MAX_LINE]
+    char* line            # a line split between inputs, or NULL
     int line_len
     bint in_frame         # some byte of a response has been seen
     int status
@@ -316,9 +322,23 @@ cdef struct HttpParser:
     int err
 
 
-cdef inline void http_reset(HttpParser* p) noexcept nogil:
-    p.phase = H_STATUS
+cdef inline void _http_drop_line(HttpParser* p) noexcept nogil:
+    if p.line != NULL:
+        free(p.line)
+        p.line = NULL
     p.line_len = 0
+
+
+cdef inline void http_init(HttpParser* p) noexcept nogil:
+    # first use of a parser (its memory uninitialised)
+    p.line = NULL
+    p.no_body = False
+    http_reset(p)
+
+
+cdef inline void http_reset(HttpParser* p) noexcept nogil:
+    _http_drop_line(p)
+    p.phase = H_STATUS
     p.in_frame = False
     p.status = 0
     p.http10 = False
@@ -508,6 +528,7 @@ cdef inline Py_ssize_t http_feed(HttpParser* p, const char* data, Py_ssize_t n,
                                  int* status) noexcept nogil:
     cdef Py_ssize_t i = 0, take, ln
     cdef const char* q
+    cdef const char* s
     cdef int rc
     while i < n:
         if p.phase == H_BODY or p.phase == H_CHUNK_DATA:
@@ -525,28 +546,40 @@ cdef inline Py_ssize_t http_feed(HttpParser* p, const char* data, Py_ssize_t n,
         if p.phase == H_UNTIL_CLOSE:
             status[0] = FR_MORE
             return n
-        # a line: collect it up to LF
+        # a line: in place, or completed in p.line when it began earlier
         q = <const char*>memchr(data + i, 10, n - i)
         take = (q - (data + i)) if q != NULL else (n - i)
         if p.line_len + take > HTTP_MAX_LINE:
             p.err = HERR_LINE
             status[0] = FR_ERROR
             return i
-        memcpy(p.line + p.line_len, data + i, take)
-        p.line_len += take
-        i += take
-        if q == NULL:
-            break
+        if q == NULL or p.line_len > 0:
+            if p.line == NULL:
+                p.line = <char*>malloc(HTTP_MAX_LINE)
+                if p.line == NULL:
+                    p.err = HERR_NOMEM
+                    status[0] = FR_ERROR
+                    return i
+            memcpy(p.line + p.line_len, data + i, take)
+            p.line_len += take
+            i += take
+            if q == NULL:
+                break
+            s = p.line
+            ln = p.line_len
+        else:
+            s = data + i
+            ln = take
+            i += take
         i += 1                         # the LF
-        ln = p.line_len
-        if ln > 0 and p.line[ln - 1] == 13:
+        if ln > 0 and s[ln - 1] == 13:
             ln -= 1
         p.line_len = 0
         rc = 0
         if p.phase == H_STATUS:
             if ln == 0:
                 continue               # tolerated empty lines before a response
-            if _http_status_line(p, p.line, ln) < 0:
+            if _http_status_line(p, s, ln) < 0:
                 rc = HERR_STATUS
             else:
                 p.phase = H_HEADER
@@ -557,9 +590,9 @@ cdef inline Py_ssize_t http_feed(HttpParser* p, const char* data, Py_ssize_t n,
                     status[0] = FR_DONE
                     return i
             else:
-                rc = _http_header(p, p.line, ln)
+                rc = _http_header(p, s, ln)
         elif p.phase == H_CHUNK_SIZE:
-            rc = _http_chunk_size(p, p.line, ln)
+            rc = _http_chunk_size(p, s, ln)
         elif p.phase == H_CHUNK_END:
             if ln != 0:
                 rc = HERR_CHUNK_END
@@ -569,7 +602,9 @@ cdef inline Py_ssize_t http_feed(HttpParser* p, const char* data, Py_ssize_t n,
             if ln == 0:
                 status[0] = _http_end_of_frame(p)
                 return i
-            rc = _http_header(p, p.line, ln)
+            rc = _http_header(p, s, ln)
+        if p.line != NULL:
+            _http_drop_line(p)         # the line is done with
         if rc:
             p.err = rc
             status[0] = FR_ERROR
@@ -607,4 +642,6 @@ cdef str http_error_text(HttpParser* p):
         return "http: chunk data not followed by CRLF"
     if p.err == HERR_EOF:
         return "http: the connection ended inside a response"
+    if p.err == HERR_NOMEM:
+        return "http: out of memory"
     return "http: malformed response"

@@ -251,6 +251,8 @@ cdef class LoadConn(Handler):
         free(self.req)
         free(self.obuf)
         free(self.rp)
+        if self.hp != NULL:
+            http_reset(self.hp)        # its split-line buffer, if any
         free(self.hp)
 
     cdef int _init(self, LoadEngine eng, int idx) except -1:
@@ -270,6 +272,7 @@ cdef class LoadConn(Handler):
             self.hp = <HttpParser*>malloc(sizeof(HttpParser))
             if self.hp == NULL:
                 raise MemoryError()
+            http_init(self.hp)
         self.next_msg = <uint64_t>idx
         self._reset_framing()
         return 0
