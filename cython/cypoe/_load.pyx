@@ -900,8 +900,15 @@ cdef class LoadEngine:
                     self.next_connect += 1
                     c._connect(now)
                     budget -= 1
-            for i in range(self.next_connect):
+            # connections started and not up (connecting, or down waiting to
+            # reconnect): none in a steady run, so no scan at all
+            if self.next_connect - self.up - self.failed_for_good == 0:
+                i = self.next_connect
+            else:
+                i = 0
+            while i < self.next_connect:
                 c = <LoadConn>self.conns[i]
+                i += 1
                 if c.state == C_CONNECTING and now >= c.deadline:
                     c._connect_failed("connect", _errno.ETIMEDOUT)
                 elif c.state == C_DOWN and now >= c.deadline:
