@@ -180,3 +180,18 @@ def test_out_of_fds_fails_connections_one_by_one(tmp_path):
     assert d["limits"]["open_files"] == 200
     assert "open files 200" in proc.stdout
     _counts_add_up(d)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unanswered_at_the_end_are_timeouts(tmp_path, engine):
+    # the run ends normally: what never came back within --timeout failed
+    out = tmp_path / "load.json"
+    with _silent_listener() as lst:
+        port = lst.getsockname()[1]
+        run_cli("load", f"127.0.0.1:{port}", "-q", "-c", "3", "-P", "2", "-d", "0.3",
+                "--timeout", "0.3", "--engine", engine, "--json", out, timeout=120, check_rc=1)
+    d = json.loads(out.read_text())
+    assert d["interrupted"] is False
+    assert d["errors"] == {"timeout:unanswered": 6}
+    assert d["requests"] == 6 and d["in_flight"] == 0 and d["failed"] == 6
+    _counts_add_up(d)
