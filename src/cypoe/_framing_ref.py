@@ -327,6 +327,7 @@ class HTTPResponse(_Framer):
                 if len(fields) > HTTP_MAX_HEADERS:
                     raise _Bad(nxt - 1, f"http: more than {HTTP_MAX_HEADERS} header fields")
                 self._field_ok(line, nxt)
+                self._framing(fields)   # a bad Content-Length is an error at its line
             cl, chunked, te = self._framing(fields)
             if 100 <= status < 200 and status != 101:
                 continue

@@ -3,6 +3,8 @@
 reference (cypoe._framing_ref): same records and same errors for any input
 split any way; POE's filter interface; malformed input gives a clear
 error, never a hang or unbounded buffering."""
+import os
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,7 +14,9 @@ from cypoe import _framing, _framing_ref
 from cypoe.errors import FrameError, FrameTooLong, FilterError
 from cypoe.filters import Filter, parse_response
 
-SETTINGS = settings(max_examples=200, deadline=None,
+# CYPOE_HYPOTHESIS_EXAMPLES=5000 for a longer search (not in CI)
+SETTINGS = settings(max_examples=int(os.environ.get("CYPOE_HYPOTHESIS_EXAMPLES", "200")),
+                    deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 MODS = {"compiled": _framing, "reference": _framing_ref}
 
