@@ -126,15 +126,15 @@ def _silent_listener():
     return s
 
 
-@pytest.mark.parametrize("engine", ENGINES)
-def test_interrupt_reports_requests_in_flight(tmp_path, engine):
+@pytest.mark.parametrize("engine, workers", [("compiled", 1), ("tcpmulti", 1), ("compiled", 2)])
+def test_interrupt_reports_requests_in_flight(tmp_path, engine, workers):
     # item 17: Ctrl-C reports the requests in flight as such, not as errors
     out = tmp_path / "load.json"
     with _silent_listener() as lst:
         port = lst.getsockname()[1]
         proc = subprocess.Popen(
             [sys.executable, "-m", "cypoe", "load", f"127.0.0.1:{port}", "-c", "4", "-P", "2",
-             "-d", "60", "--engine", engine, "--json", str(out)],
+             "-d", "60", "--engine", engine, "-t", str(workers), "--json", str(out)],
             env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             line = proc.stderr.readline()          # the first live line: the run is on
