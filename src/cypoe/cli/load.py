@@ -533,16 +533,28 @@ def run_workers(cfg, workers, live, engine=None):
     if engine is None:
         from cypoe.cli import load_engine as engine
     children = {}
+    interrupted = 0
+
+    def on_sigint(signum, frame):
+        # Ctrl-C: the workers stop (SIGTERM: they report what was in flight);
+        # a second one kills them.  A handler, not KeyboardInterrupt, so that
+        # the interrupt cannot land between two statements of the loop.
+        nonlocal interrupted
+        interrupted += 1
+        for pid in children:
+            _kill(pid, signal.SIGTERM if interrupted == 1 else signal.SIGKILL)
+
+    old_handler = signal.signal(signal.SIGINT, on_sigint)
     for i in range(workers):
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:  # child
             code = 1
             try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
                 os.close(r)
                 for fd in [c[0] for c in children.values()]:
                     os.close(fd)
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
                 code = engine.worker_main(cfg.share(i, workers), w)
             except BaseException:  # noqa: BLE001 - a child must never return
                 import traceback
@@ -556,18 +568,11 @@ def run_workers(cfg, workers, live, engine=None):
         sel.register(r, selectors.EVENT_READ, pid)
     total = load_fast.new_stats()
     got = set()
-    interrupted = False
     next_tick = time.monotonic() + 1.0
     open_fds = len(children)
     try:
         while open_fds:
-            try:
-                events = sel.select(max(0.0, next_tick - time.monotonic()))
-            except KeyboardInterrupt:
-                interrupted = True
-                for pid in children:
-                    _kill(pid, signal.SIGTERM)
-                continue
+            events = sel.select(max(0.0, next_tick - time.monotonic()))
             for key, _ in events:
                 pid = key.data
                 r, buf = children[pid]
@@ -592,8 +597,10 @@ def run_workers(cfg, workers, live, engine=None):
                 live.emit()
                 next_tick += 1.0
     finally:
+        signal.signal(signal.SIGINT, old_handler)
         for pid in children:
             common.reap([pid])
+    interrupted = bool(interrupted)
     missing = len(children) - len(got)
     if missing:
         total.error("worker:died", missing)
