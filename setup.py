@@ -14,7 +14,8 @@ from setuptools import Extension, setup
 HERE = os.path.dirname(os.path.abspath(__file__))
 CYTHON_DIR = os.path.join("cython", "cypoe")
 # Order matters only for readability: lower layers first.
-MODULES = ["_buffer", "_kernel", "_filters", "_io", "_components", "_scan", "_resp"]
+MODULES = ["_buffer", "_kernel", "_filters", "_io", "_components", "_scan", "_resp",
+           "_framing", "_load"]
 
 
 def extensions():

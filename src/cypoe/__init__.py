@@ -33,6 +33,8 @@ from cypoe.filters import (
     Map,
     Stackable,
     Stream,
+    RedisReply,
+    HTTPResponse,
 )
 from cypoe._io import SocketFactory, ReadWrite, TLS
 from cypoe.server import Server, Connection
@@ -68,6 +70,8 @@ __all__ = [
     "Map",
     "Grep",
     "JSONLines",
+    "RedisReply",
+    "HTTPResponse",
     "SocketFactory",
     "ReadWrite",
     "TLS",

@@ -12,7 +12,7 @@ import abc
 import json
 import os
 
-from . import _filters_ref
+from . import _filters_ref, _framing_ref
 from .errors import FilterError, FrameError
 
 __all__ = [
@@ -24,14 +24,19 @@ __all__ = [
     "Map",
     "Grep",
     "JSONLines",
+    "RedisReply",
+    "HTTPResponse",
+    "parse_response",
     "IMPLEMENTATION",
 ]
 
 if os.environ.get("CYPOE_NO_EXTENSIONS") == "1":
     from ._filters_ref import Block, Line, Stream
+    from ._framing_ref import HTTPResponse, RedisReply
     IMPLEMENTATION = "reference"
 else:
     from ._filters import Block, Line, Stream
+    from ._framing import HTTPResponse, RedisReply
     IMPLEMENTATION = "compiled"
 
 
@@ -89,8 +94,11 @@ class Filter(abc.ABC):
         return type(self)(*args, **kwargs)
 
 
-for _cls in (Line, Block, Stream,
-             _filters_ref.Line, _filters_ref.Block, _filters_ref.Stream):
+parse_response = _framing_ref.parse_response
+
+for _cls in (Line, Block, Stream, RedisReply, HTTPResponse,
+             _filters_ref.Line, _filters_ref.Block, _filters_ref.Stream,
+             _framing_ref.RedisReply, _framing_ref.HTTPResponse):
     Filter.register(_cls)
 del _cls
 

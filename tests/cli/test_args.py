@@ -57,6 +57,16 @@ def test_top_level_help_and_no_command(capsys):
     ["load", "-c", "2", "--workers", "3"],
     ["load", "--expect", "line", "-m", "a\\nb\\n"],
     ["load", "--source-addresses", "not-an-address"],
+    ["load", "ftp://127.0.0.1/x"],
+    ["load", "http://127.0.0.1:99999/"],
+    ["load", "http://127.0.0.1:8080/", "-m", "PING"],     # a URL builds its request
+    ["load", "127.0.0.1:9", "-H", "X-A: 1"],              # -H needs http
+    ["load", "http://127.0.0.1:8080/", "-H", "no-colon"],
+    ["load", "--expect", "redis"],                        # the built-in server echoes
+    ["load", "--messages", "/nonexistent/requests.txt"],
+    ["load", "-R", "0"],
+    ["load", "-P", "0"],
+    ["load", "-t", "0"],
     ["serve", "gopher"],
     ["serve", "--port", "-1"],
     ["serve", "--filter", "json"],
@@ -158,6 +168,30 @@ def test_load_message():
     assert load_cmd.build_message(_load_args("-m", "GET\\n")) == b"GET\n"
     m = load_cmd.build_message(_load_args("--size", "100"))
     assert len(m) == 100 and m.endswith(b"\r\n") and m.count(b"\n") == 1
+
+
+def test_load_usage_is_the_subcommand_s(capsys):
+    assert main(["load", "--expect", "redis"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: cypoe load") and "--expect redis needs a target" in err
+
+
+def test_load_http_request():
+    req = load_cmd.build_http_request("GET", "/a?b=1", "example:8080", ["X-A: 1"])
+    assert req == b"GET /a?b=1 HTTP/1.1\r\nHost: example:8080\r\nX-A: 1\r\n\r\n"
+    req = load_cmd.build_http_request("POST", "/", "h", ["host: other"], "a\\x00b")
+    assert req == b"POST / HTTP/1.1\r\nhost: other\r\nContent-Length: 3\r\n\r\na\x00b"
+    assert load_cmd.parse_url("http://127.0.0.1/x") == ("127.0.0.1", 80, "/x", "127.0.0.1")
+
+
+def test_load_messages_in_turn(tmp_path):
+    f = tmp_path / "m.txt"
+    f.write_text("SET k v\n\nGET k\\r\\n\n")
+    assert load_cmd.build_messages(_load_args("--messages", str(f))) == [b"SET k v\r\n",
+                                                                         b"GET k\r\n"]
+    assert load_cmd.build_messages(_load_args("-m", "a", "-m", "b\\n")) == [b"a\r\n", b"b\n"]
+    a = _load_args("-R", "100", "-P", "4", "-t", "2", "-c", "8")
+    assert (a.rate, a.pipeline, a.workers) == (100.0, 4, 2)
 
 
 def test_load_config_shares_add_up():

@@ -86,3 +86,112 @@ def test_refused_target_exits_1(tmp_path):
     assert d["responses"] == 0
     assert d["errors"].get("connect:ECONNREFUSED", 0) >= 2
     assert "connect:ECONNREFUSED" in proc.stdout
+
+
+# -- issue 11, items 11, 15, 17 ---------------------------------------------------
+
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import ENV
+
+ENGINES = ["compiled", "tcpmulti"]
+
+
+def _counts_add_up(d):
+    assert d["requests"] == d["responses"] + d["failed"] + d["in_flight"]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_json_to_stdout_is_only_json(engine):
+    # item 15: with --json - stdout is the JSON, the human report on stderr
+    proc = run_cli("load", "-q", "-d", "0.5", "-c", "2", "--engine", engine, "--json", "-",
+                   timeout=120, check_rc=0)
+    d = json.loads(proc.stdout)
+    assert d["responses"] > 0
+    assert "throughput" in proc.stderr
+
+
+def _silent_listener():
+    # accepts (the kernel's backlog does) and never answers
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(64)
+    return s
+
+
+@pytest.mark.parametrize("engine, workers", [("compiled", 1), ("tcpmulti", 1), ("compiled", 2)])
+def test_interrupt_reports_requests_in_flight(tmp_path, engine, workers):
+    # item 17: Ctrl-C reports the requests in flight as such, not as errors
+    out = tmp_path / "load.json"
+    with _silent_listener() as lst:
+        port = lst.getsockname()[1]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cypoe", "load", f"127.0.0.1:{port}", "-c", "4", "-P", "2",
+             "-d", "60", "--engine", engine, "-t", str(workers), "--json", str(out)],
+            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            line = proc.stderr.readline()          # the first live line: the run is on
+            assert "req/s" in line, line
+            proc.send_signal(signal.SIGINT)
+            rc = proc.wait(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+    assert rc == 130
+    d = json.loads(out.read_text())
+    assert d["interrupted"] is True
+    assert "timeout:unanswered" not in d["errors"]
+    assert d["in_flight"] == 8 and d["requests"] == 8 and d["responses"] == 0
+    _counts_add_up(d)
+
+
+def _nofile(n):
+    def limit():
+        resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))
+    return limit
+
+
+def test_out_of_fds_fails_connections_one_by_one(tmp_path):
+    # item 11: ulimit -n 200 and -c 400: the excess connections fail with
+    # EMFILE, the others run, and the report names the limit
+    out = tmp_path / "load.json"
+    with serving("echo", "--filter", "stream") as srv:
+        proc = subprocess.run(
+            [sys.executable, "-m", "cypoe", "load", f"127.0.0.1:{srv.port}", "-q", "-c", "400",
+             "-d", "1", "--json", str(out)],
+            env=ENV, capture_output=True, text=True, timeout=120, preexec_fn=_nofile(200))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    d = json.loads(out.read_text())
+    assert d["responses"] > 0
+    emfile = d["errors"].get("socket:EMFILE", 0)
+    assert emfile > 0
+    assert d["connections"]["opened"] + emfile == 400    # each excess connection fails once
+    assert d["limits"]["open_files"] == 200
+    assert "open files 200" in proc.stdout
+    _counts_add_up(d)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_unanswered_at_the_end_are_timeouts(tmp_path, engine):
+    # the run ends normally: what never came back within --timeout failed
+    out = tmp_path / "load.json"
+    with _silent_listener() as lst:
+        port = lst.getsockname()[1]
+        run_cli("load", f"127.0.0.1:{port}", "-q", "-c", "3", "-P", "2", "-d", "0.3",
+                "--timeout", "0.3", "--engine", engine, "--json", out, timeout=120, check_rc=1)
+    d = json.loads(out.read_text())
+    assert d["interrupted"] is False
+    assert d["errors"] == {"timeout:unanswered": 6}
+    assert d["requests"] == 6 and d["in_flight"] == 0 and d["failed"] == 6
+    _counts_add_up(d)

@@ -21,7 +21,8 @@ LIVE_INTERVAL = 1.0
 
 
 def check(embedded=False):
-    common.require("TCPMulti", "Kernel", "Block", "Line", "Stream")
+    common.require("TCPMulti", "Kernel", "Block", "Line", "Stream", "RedisReply",
+                   "HTTPResponse")
     if embedded:
         from cypoe.cli import serve_engine
         serve_engine.check()
@@ -65,23 +66,28 @@ class LoadRun:
             in_filter = cy.Block(block_size=len(self.msg))
         elif cfg.expect == "line":
             in_filter = cy.Line()
+        elif cfg.expect == "redis":
+            in_filter = cy.RedisReply()
+        elif cfg.expect == "http":
+            in_filter = cy.HTTPResponse(head=getattr(cfg, "no_body", False))
         else:
             in_filter = cy.Stream()
+        self.stats.status_classes = {}
         self.multi = cy.TCPMulti(
             on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
             on_error=self._on_error, on_disconnected=self._on_disconnected,
             on_timeout=self._on_timeout, input_filter=in_filter, output_filter=cy.Stream(),
-            connect_timeout=cfg.timeout, input_timeout=0, kernel=self.kernel,
-            states={"cli_call": lambda multi, fn, *args: fn(*args)})
+            connect_timeout=cfg.timeout, input_timeout=0, kernel=self.kernel)
         self.interval = (cfg.connections / cfg.rate) if cfg.rate else None
         self.max_requests = cfg.requests
 
     # -- running ------------------------------------------------------------
 
     def _later(self, seconds, fn, *args):
-        """A timer on the TCPMulti's session: it keeps the session alive
-        while every connection is down (a session with nothing pending ends)."""
-        return self.multi.delay(max(0.0, seconds), "cli_call", fn, *args)
+        """A kernel timer: it keeps run() going while every connection is
+        down (an idle TCPMulti comes back at the next connect), and it
+        still works while the TCPMulti is being shut down by a signal."""
+        return self.kernel.delay(max(0.0, seconds), fn, *args)
 
     def run(self):
         k = self.kernel
@@ -151,7 +157,10 @@ class LoadRun:
         if getattr(self, "live_timer", None) is not None:
             self.live_timer.cancel()
         unanswered = self._outstanding()
-        if unanswered:
+        if self.interrupted:
+            # stopped by Ctrl-C: still in flight, not failed
+            self.stats.in_flight = unanswered
+        elif unanswered:
             self.stats.error("timeout:unanswered", unanswered)
         for st in self.conns:
             st.sent.clear()
@@ -243,7 +252,13 @@ class LoadRun:
         if self.cfg.expect == "echo" and record != self.msg:
             self.stats.mismatches += 1
             self._count_error("mismatch")
+        elif self.cfg.expect == "redis" and record[:1] == b"-":
+            self._count_error("redis:ERR")
         else:
+            if self.cfg.expect == "http":
+                cls = f"{record[9:10].decode('latin-1')}xx"
+                sc = self.stats.status_classes
+                sc[cls] = sc.get(cls, 0) + 1
             self.window.record_value(report.clamp_us(now - t0))
             self.stats.responses += 1
             self.live_responses += 1
