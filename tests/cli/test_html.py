@@ -1,0 +1,263 @@
+"""The self-contained HTML reports (``cypoe load --html``, ``cypoe scan --html``):
+well-formed, the run's numbers in them, user-controlled text escaped, nothing
+fetched from the network, and (where Chromium is installed) rendered by a
+headless browser without a script error."""
+import html.parser
+import math
+import os
+import random
+import re
+import shutil
+import subprocess
+
+import pytest
+
+from cypoe.cli import html as reports
+from cypoe.cli import report
+
+EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+
+
+class Tree(html.parser.HTMLParser):
+    """Collects tags, attributes, text and checks that every non-void
+    element is closed in order."""
+
+    VOID = {"meta", "br", "img", "input", "link", "hr", "line", "circle", "rect", "polyline",
+            "path", "col", "wbr"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.tags, self.text, self.errors = [], [], [], []
+        self.scripts = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        if tag == "script":
+            self._in_script = True
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data):
+        (self.scripts if self._in_script else self.text).append(data)
+
+
+def parse(page):
+    t = Tree()
+    t.feed(page)
+    t.close()
+    assert not t.errors, t.errors[:5]
+    assert t.stack == [], t.stack
+    return t
+
+
+def no_external(tree, page):
+    for tag, attrs in tree.tags:
+        for name in ("src", "href", "xlink:href", "action", "data"):
+            v = attrs.get(name)
+            assert not (v and re.match(r"\s*(https?:)?//", v)), (tag, name, v)
+    assert "@import" not in page and "url(" not in page
+
+
+def sample_stats(raw=True, history=True):
+    rng = random.Random(7)
+    st = report.LoadStats()
+    for _ in range(5000):
+        st.record(rng.expovariate(1 / 0.0005))
+    if raw:
+        st.hist_raw = report.new_histogram()
+        for _ in range(5000):
+            st.hist_raw.record_value(int(rng.expovariate(1 / 300.0)) + 1)
+    if history:
+        st.history = [{"t": t, "requests": 1000 + t, "responses": 990 + t, "errors": 3 * (t == 2),
+                       "bytes_sent": 6000, "bytes_received": 5940} for t in range(5)]
+    st.requests, st.responses, st.duration = 5000, 5000, 5.0
+    st.connections_opened = 16
+    st.error("connect:ECONNREFUSED", 3)
+    return st
+
+
+def test_load_report_parses_and_has_the_percentiles():
+    st = sample_stats()
+    summary = st.summary(target="127.0.0.1:7000", concurrency=16, pipeline=1)
+    page = reports.load_html(summary, st, {"connections": 16, "duration": 5.0,
+                                           "message": EVIL})
+    tree = parse(page)
+    text = " ".join(tree.text)
+    for p in (50.0, 90.0, 99.0, 99.9):
+        assert f"{st.hist.get_value_at_percentile(p) / 1000.0:,.3f} ms" in text
+        assert f"{st.hist_raw.get_value_at_percentile(p) / 1000.0:,.3f} ms" in text
+    assert f"{st.hist.get_max_value() / 1000.0:,.3f} ms" in text
+    assert "5,000" in text                                # requests and the count
+    # two curves (corrected, uncorrected), the x axis as HdrHistogram labels it
+    lines = [a for t, a in tree.tags if t == "polyline"]
+    assert {a["data-name"].split(" ")[0] for a in lines} >= {"corrected", "uncorrected",
+                                                             "requests/s", "responses/s"}
+    ticks = set(tree.text)
+    assert {"0%", "90%", "99%", "99.9%"} <= ticks
+    assert "connect:ECONNREFUSED" in text
+    # the per-second history: the errors bar of second 2
+    assert any(t == "rect" for t, _ in tree.tags)
+    no_external(tree, page)
+
+
+def test_load_report_escapes_config_and_target():
+    st = sample_stats()
+    summary = st.summary(target=EVIL, concurrency=16)
+    page = reports.load_html(summary, st, {"message": EVIL, EVIL: 1})
+    assert "<script>alert" not in page and "<img" not in page
+    tree = parse(page)
+    assert EVIL in " ".join(tree.text)                    # shown, as text
+    assert sum(1 for t, _ in tree.tags if t == "script") == 1   # ours only
+
+
+def test_load_report_without_raw_histogram_or_history():
+    """Older stats: no hist_raw attribute, no history; and an empty run."""
+    st = sample_stats(raw=False, history=False)
+    st.__dict__.pop("hist_raw", None)
+    st.__dict__.pop("history", None)
+    assert getattr(st, "hist_raw", None) is None
+    for raw in ("missing", report.new_histogram()):   # absent, or empty (a closed loop)
+        if raw != "missing":
+            st.hist_raw = raw
+        page = reports.load_html(st.summary(target="t:1"), st, {})
+        tree = parse(page)
+        names = [a["data-name"] for t, a in tree.tags if t == "polyline"]
+        assert names == ["latency"]
+        assert "kept no per-second history" in page
+    empty = report.LoadStats()
+    page = reports.load_html(empty.summary(target="t:1"), empty, {"connections": 1})
+    parse(page)
+    assert "No response was timed" in page
+
+
+def test_percentile_curve_is_hdrhistograms():
+    st = sample_stats(raw=False)
+    pts = reports.percentile_curve(st.hist)
+    assert pts[0][0] == 0.0 and pts[-1][0] is None
+    assert pts[-1][1] == st.hist.get_max_value() / 1000.0
+    xs = [x for x, _ in pts[:-1]]
+    assert xs == sorted(xs)
+    # 5000 values: the finite part reaches past 99.9% (x = 3), not past 99.99%+1 decade
+    assert 3 <= max(xs) < 5
+    for x, v in pts[:-1]:
+        p = 100 * (1 - 10 ** -x)
+        assert v == st.hist.get_value_at_percentile(p) / 1000.0 or x > 0
+    assert reports.percentile_curve(report.new_histogram()) == []
+
+
+def test_percentile_labels():
+    assert [reports._percentile_label(d) for d in range(6)] == [
+        "0%", "90%", "99%", "99.9%", "99.99%", "99.999%"]
+    assert math.isclose(math.log10(1 / (1 - 0.999)), 3)
+
+
+def scan_records():
+    return [
+        {"ip": "127.0.0.1", "port": 22, "protocol": "tcp", "state": "open", "status": "success",
+         "timestamp": "2026-12-06T03:00:00.100Z", "banner": "SSH-2.0-x " + EVIL},
+        {"ip": "127.0.0.1", "port": 6379, "protocol": "tcp", "state": "open",
+         "status": "io-timeout", "timestamp": "2026-12-06T03:00:00.600Z"},
+        {"ip": "10.0.0.2", "port": 22, "protocol": "tcp", "state": "open", "status": "success",
+         "timestamp": "2026-12-06T03:00:01.200Z", "banner": "SSH-2.0-y"},
+        {"ip": "127.0.0.1", "port": 23, "protocol": "tcp", "state": "closed",
+         "status": "connection-refused", "timestamp": "2026-12-06T03:00:01.500Z"},
+    ]
+
+
+def test_scan_report_counts_hosts_and_escaped_banner():
+    page = reports.scan_html(scan_records(), {"open": 3, "closed": 1017, "filtered": 4},
+                             {"command": "cypoe scan 127.0.0.1 " + EVIL, "seed": 42})
+    assert "<script>alert" not in page and "<img" not in page
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in page
+    tree = parse(page)
+    text = " ".join(tree.text)
+    assert "SSH-2.0-x " + EVIL in text
+    assert "1,017" in text and "1,024" in text            # closed, total
+    assert "3 open ports on 2 host(s)" in text
+    # hosts in address order, with their ports
+    rows = re.findall(r"<tr><td>([0-9.]+)</td><td class=\"n\">(\d+)</td>", page)
+    assert rows == [("10.0.0.2", "1"), ("127.0.0.1", "2")]
+    assert "connection-refused" in text and "io-timeout" in text
+    assert "seed" in text and "42" in text
+    assert any(a.get("id") == "scan-progress" for t, a in tree.tags if t == "svg")
+    assert sum(1 for t, _ in tree.tags if t == "script") == 1
+    no_external(tree, page)
+
+
+def test_scan_report_with_progress_and_nothing_open():
+    page = reports.scan_html([], {"open": 0, "closed": 10, "filtered": 0},
+                             {"progress": [{"t": 0, "done": 0, "open": 0},
+                                           {"t": 1, "done": 10, "open": 0}]})
+    tree = parse(page)
+    assert "No open port." in page
+    assert [a["data-name"] for t, a in tree.tags if t == "polyline"] == ["done", "open"]
+
+
+# ---------------------------------------------------------------- in a browser
+
+def _browser():
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+def _render(tmp_path, name, page):
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no headless browser: none of chromium, chromium-browser, google-chrome "
+                    "is on PATH (apt-get install chromium)")
+    path = tmp_path / f"{name}.html"
+    path.write_text(page, encoding="utf-8")
+    png = tmp_path / f"{name}.png"
+    base = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
+            f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"]
+    shot = subprocess.run(base + [f"--screenshot={png}", path.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    assert png.exists() and png.stat().st_size > 5000, (shot.returncode, shot.stderr[-2000:])
+    with open(png, "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+    dom = subprocess.run(base + ["--dump-dom", path.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    body = re.search(r"<body[^>]*>", dom.stdout)
+    assert body, (dom.returncode, dom.stderr[-2000:])
+    return body.group(0)
+
+
+def test_load_report_renders_in_chromium(tmp_path):
+    st = sample_stats()
+    page = reports.load_html(st.summary(target="127.0.0.1:7000", concurrency=16), st,
+                             {"message": EVIL})
+    body = _render(tmp_path, "load", page)
+    assert 'data-rendered="ok"' in body, body
+    assert 'data-charts="' in body and 'data-charts="0"' not in body
+
+
+def test_scan_report_renders_in_chromium(tmp_path):
+    page = reports.scan_html(scan_records(), {"open": 3, "closed": 1017, "filtered": 4},
+                             {"command": "cypoe scan"})
+    body = _render(tmp_path, "scan", page)
+    assert 'data-rendered="ok"' in body, body
+
+
+def test_a_script_error_is_seen_in_the_dom(tmp_path):
+    """The check itself can fail: a page whose chart is empty is not 'ok'."""
+    page = reports.scan_html([], {"open": 0}, {})
+    broken = page.replace("<h2>Counts</h2>", '<svg class="chart" id="nothing"></svg>', 1)
+    body = _render(tmp_path, "broken", broken)
+    assert 'data-rendered="empty: nothing"' in body, body
