@@ -261,3 +261,37 @@ def test_a_script_error_is_seen_in_the_dom(tmp_path):
     broken = page.replace("<h2>Counts</h2>", '<svg class="chart" id="nothing"></svg>', 1)
     body = _render(tmp_path, "broken", broken)
     assert 'data-rendered="empty: nothing"' in body, body
+
+
+def test_scan_recorder_keeps_open_records_counts_and_progress():
+    now = [100.0]
+    rec = reports.ScanRecorder(max_others=1, clock=lambda: now[0])
+    for r in scan_records():
+        rec.result(r)
+        now[0] += 0.6
+    rec.other("closed", 5)
+    rec.result({"ip": "127.0.0.1", "port": 24, "state": "closed", "status": "connection-refused"})
+    meta = rec.meta(command="cypoe scan")
+    assert [r["port"] for r in rec.records if r["state"] == "open"] == [22, 6379, 22]
+    assert rec.others_dropped == 1                    # the second closed record
+    assert meta["status_counts"] == {"success": 2, "io-timeout": 1, "connection-refused": 2}
+    assert meta["progress"][-1]["done"] == 10 and meta["progress"][-1]["open"] == 3
+    ts = [p["t"] for p in meta["progress"]]
+    assert ts == sorted(ts) and len(ts) >= 3
+    page = reports.scan_html(rec.records, {"open": 3, "closed": 7}, meta)
+    tree = parse(page)
+    assert "connection-refused" in " ".join(tree.text)
+    assert re.search(r"<td>connection-refused</td><td class=\"n\">2</td>", page)
+
+
+def test_args_config_and_write_report(tmp_path):
+    import argparse
+    ns = argparse.Namespace(connections=4, message=b"PING\r\n", _parser=object(),
+                            _run=print, rate=None, other=object)
+    cfg = reports.args_config(ns)
+    assert cfg["connections"] == 4 and cfg["message"] == "PING\\r\\n" and cfg["rate"] is None
+    assert "_parser" not in cfg and "_run" not in cfg and "other" not in cfg
+    assert reports.write_report(tmp_path / "r.html", "<p>x</p>") is None
+    assert (tmp_path / "r.html").read_text() == "<p>x</p>"
+    err = reports.write_report(tmp_path / "no" / "r.html", "x")
+    assert err and "No such file" in err

@@ -20,8 +20,9 @@ import html
 import ipaddress
 import json
 import math
+import time
 
-__all__ = ["load_html", "scan_html"]
+__all__ = ["load_html", "scan_html", "ScanRecorder", "args_config", "write_report"]
 
 #: Percentiles of the load report's table and of the markers on its curve.
 TABLE_PERCENTILES = (50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 99.999)
@@ -545,10 +546,12 @@ def scan_html(records, counts, meta):
     state_items = [(k, counts[k]) for k in ("open", "closed", "filtered") if k in counts]
     state_items += sorted((k, v) for k, v in counts.items() if k not in ("open", "closed", "filtered"))
     sections.append(_hbars("Probes by state", state_items, "states"))
-    statuses = {}
-    for r in records:
-        s = r.get("status", "?")
-        statuses[s] = statuses.get(s, 0) + 1
+    statuses = meta.pop("status_counts", None)
+    if not isinstance(statuses, dict):
+        statuses = {}
+        for r in records:
+            s = r.get("status", "?")
+            statuses[s] = statuses.get(s, 0) + 1
     if statuses:
         sections.append(_hbars("Results written, by status",
                                sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0])),
@@ -613,3 +616,93 @@ def scan_html(records, counts, meta):
     if shown:
         sections.append("<h2>Run</h2>" + _kv_table(shown))
     return _page("cypoe scan report", sub, sections)
+
+
+# ---------------------------------------------------------------- wiring helpers
+
+class ScanRecorder:
+    """What ``scan --html`` keeps while the scan runs: every open port's
+    record, the other results up to `max_others` (a scan with ``--all`` can
+    have millions), the count of every status, and once a second the probes
+    done and the open ports found (the progress curve).
+
+    ``result(rec)`` takes a result record, ``other(state, n)`` the results
+    the output does not show (counted only); ``meta(**more)`` is the `meta`
+    for :func:`scan_html`."""
+
+    def __init__(self, max_others=100000, clock=time.monotonic):
+        self.records = []
+        self.max_others = max_others
+        self.others_kept = 0
+        self.others_dropped = 0
+        self.status_counts = {}
+        self.clock = clock
+        self.t0 = clock()
+        self.done = 0
+        self.open = 0
+        self.progress = [{"t": 0.0, "done": 0, "open": 0}]
+        self._next = self.t0 + 1.0
+
+    def result(self, rec):
+        status = rec.get("status", "?")
+        self.status_counts[status] = self.status_counts.get(status, 0) + 1
+        is_open = rec.get("state") == "open"
+        if is_open:
+            self.records.append(rec)
+        elif self.others_kept < self.max_others:
+            self.others_kept += 1
+            self.records.append({k: rec.get(k) for k in ("ip", "port", "state", "status",
+                                                          "timestamp")})
+        else:
+            self.others_dropped += 1
+        self._count(1, 1 if is_open else 0)
+
+    def other(self, state, n=1):
+        self._count(n, 0)
+
+    def _count(self, n, opened):
+        self.done += n
+        self.open += opened
+        now = self.clock()
+        if now >= self._next:
+            self._sample(now)
+            self._next = now + 1.0
+
+    def _sample(self, now):
+        self.progress.append({"t": round(now - self.t0, 3), "done": self.done, "open": self.open})
+
+    def meta(self, **more):
+        """`meta` for :func:`scan_html`: the progress (with a last sample
+        now) and the status counts, and what the caller adds."""
+        self._sample(self.clock())
+        out = dict(more)
+        out["progress"] = self.progress
+        if self.others_dropped:
+            out["status_counts"] = dict(self.status_counts)
+            out["results_not_kept"] = self.others_dropped
+        return out
+
+
+def args_config(args):
+    """A command's parsed arguments as a JSON-safe dict for the report's
+    configuration table (private entries and callables left out)."""
+    out = {}
+    for k, v in sorted(vars(args).items()):
+        if k.startswith("_") or callable(v):
+            continue
+        if isinstance(v, bytes):
+            v = v.decode("latin-1").encode("unicode_escape").decode("ascii")  # C escapes
+        elif not isinstance(v, (str, int, float, bool, type(None), list, tuple, dict)):
+            v = str(v)
+        out[k] = v
+    return out
+
+
+def write_report(path, page):
+    """Write `page` to `path`; returns None, or the error text (``FILE: reason``)."""
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(page)
+    except OSError as exc:
+        return f"{path}: {exc.strerror or exc}"
+    return None
