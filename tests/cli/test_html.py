@@ -265,7 +265,7 @@ def test_a_script_error_is_seen_in_the_dom(tmp_path):
 
 def test_scan_recorder_keeps_open_records_counts_and_progress():
     now = [100.0]
-    rec = reports.ScanRecorder(max_others=1, clock=lambda: now[0])
+    rec = reports.ScanRecorder(max_others=1, clock=lambda: now[0], interval=1.0)
     for r in scan_records():
         rec.result(r)
         now[0] += 0.6
@@ -295,3 +295,16 @@ def test_args_config_and_write_report(tmp_path):
     assert (tmp_path / "r.html").read_text() == "<p>x</p>"
     err = reports.write_report(tmp_path / "no" / "r.html", "x")
     assert err and "No such file" in err
+
+
+def test_scan_recorder_progress_stays_bounded():
+    now = [0.0]
+    rec = reports.ScanRecorder(clock=lambda: now[0], interval=1.0)
+    for i in range(5000):
+        now[0] += 1.0
+        rec.other("closed", 1)
+    prog = rec.meta()["progress"]
+    assert len(prog) <= reports.ScanRecorder.MAX_SAMPLES + 1
+    assert prog[0]["done"] == 0 and prog[-1]["done"] == 5000
+    assert [p["t"] for p in prog] == sorted(p["t"] for p in prog)
+    assert rec.interval > 1.0

@@ -391,13 +391,14 @@ def _history_section(history):
     plot.legend([(n, c, d) for n, _, c, d in series])
     out.append(plot.svg())
     emax = max(e.get("errors", 0) for e in hist)
-    top, yt = _y_ticks(emax)
-    plot = _Plot("Errors per second", "time (s)", "errors per second", (x0, x1), top, "errors")
-    plot.grid(xticks, yt)
-    plot.bars([(t, e.get("errors", 0)) for t, e in zip(ts, hist)], _COLORS[1], "errors")
-    out.append(plot.svg())
-    if not emax:
-        out.append('<p class="note">No errors in any second.</p>')
+    if emax:
+        top, yt = _y_ticks(emax)
+        plot = _Plot("Errors per second", "time (s)", "errors per second", (x0, x1), top, "errors")
+        plot.grid(xticks, yt)
+        plot.bars([(t, e.get("errors", 0)) for t, e in zip(ts, hist)], _COLORS[1], "errors")
+        out.append(plot.svg())
+    else:
+        out.append('<p class="note" id="no-errors">No errors in any second.</p>')
     rows = "".join(
         f'<tr><td class="n">{_e(_num(e.get("t")))}</td>'
         + "".join(f'<td class="n">{_e(_num(e.get(k, 0)))}</td>'
@@ -630,7 +631,11 @@ class ScanRecorder:
     the output does not show (counted only); ``meta(**more)`` is the `meta`
     for :func:`scan_html`."""
 
-    def __init__(self, max_others=100000, clock=time.monotonic):
+    #: Progress samples kept at most: past it every other one is dropped and
+    #: the interval doubles, so a long scan keeps an even, bounded curve.
+    MAX_SAMPLES = 600
+
+    def __init__(self, max_others=100000, clock=time.monotonic, interval=0.25):
         self.records = []
         self.max_others = max_others
         self.others_kept = 0
@@ -641,7 +646,8 @@ class ScanRecorder:
         self.done = 0
         self.open = 0
         self.progress = [{"t": 0.0, "done": 0, "open": 0}]
-        self._next = self.t0 + 1.0
+        self.interval = interval
+        self._next = self.t0 + interval
 
     def result(self, rec):
         status = rec.get("status", "?")
@@ -666,10 +672,13 @@ class ScanRecorder:
         now = self.clock()
         if now >= self._next:
             self._sample(now)
-            self._next = now + 1.0
+            self._next = now + self.interval
 
     def _sample(self, now):
         self.progress.append({"t": round(now - self.t0, 3), "done": self.done, "open": self.open})
+        if len(self.progress) > self.MAX_SAMPLES:
+            self.progress = self.progress[::2] + ([self.progress[-1]] if len(self.progress) % 2 == 0 else [])
+            self.interval *= 2
 
     def meta(self, **more):
         """`meta` for :func:`scan_html`: the progress (with a last sample
