@@ -197,11 +197,8 @@ cdef class _Framing(FilterBase):
 
 
 cdef class Line(_Framing):
-    """Line(*, literal=None, input_literal=None, output_literal=None,
-    input_regexp=None, autodetect=False, max_length=None, max_buffer=None,
-    encoding=None)
-
-    Records separated by a terminator; see docs/filters.rst."""
+    """Records separated by a terminator (POE::Filter::Line); the Filters
+    page of the documentation describes every argument."""
 
     def __cinit__(self, *args, **kwargs):
         self.skip = -1
@@ -616,10 +613,8 @@ cdef inline bint _is_digit(char c):
 
 
 cdef class Block(_Framing):
-    """Block(*, block_size=None, length_codec=None, length_prefix=None,
-    max_length=None, max_buffer=None)
-
-    Fixed-size blocks or length-prefixed frames; see docs/filters.rst."""
+    """Fixed-size blocks or length-prefixed frames (POE::Filter::Block); the
+    Filters page of the documentation describes every argument."""
 
     def __cinit__(self, *args, **kwargs):
         self.cur_ps = -1
