@@ -220,6 +220,9 @@ def _browser():
 def _render(tmp_path, name, page):
     browser = _browser()
     if browser is None:
+        if os.environ.get("CYPOE_REQUIRE_BROWSER"):
+            pytest.fail("CYPOE_REQUIRE_BROWSER is set and none of chromium, chromium-browser, "
+                        "google-chrome is on PATH")
         pytest.skip("no headless browser: none of chromium, chromium-browser, google-chrome "
                     "is on PATH (apt-get install chromium)")
     path = tmp_path / f"{name}.html"
