@@ -92,9 +92,9 @@ def sample_stats(raw=True, history=True):
 
 def test_load_report_parses_and_has_the_percentiles():
     st = sample_stats()
-    summary = st.summary(target="127.0.0.1:7000", concurrency=16, pipeline=1)
+    summary = st.summary(target="127.0.0.1:7000", concurrency=16, pipeline=1, rate=1000.0)
     page = reports.load_html(summary, st, {"connections": 16, "duration": 5.0,
-                                           "message": EVIL})
+                                           "message": EVIL, "rate": 1000.0})
     tree = parse(page)
     text = " ".join(tree.text)
     for p in (50.0, 90.0, 99.0, 99.9):
@@ -130,10 +130,10 @@ def test_load_report_without_raw_histogram_or_history():
     st.__dict__.pop("hist_raw", None)
     st.__dict__.pop("history", None)
     assert getattr(st, "hist_raw", None) is None
-    for raw in ("missing", report.new_histogram()):   # absent, or empty (a closed loop)
+    for raw in ("missing", report.new_histogram()):   # absent, or empty
         if raw != "missing":
             st.hist_raw = raw
-        page = reports.load_html(st.summary(target="t:1"), st, {})
+        page = reports.load_html(st.summary(target="t:1", rate=100.0), st, {})
         tree = parse(page)
         names = [a["data-name"] for t, a in tree.tags if t == "polyline"]
         assert names == ["latency"]
@@ -142,6 +142,15 @@ def test_load_report_without_raw_histogram_or_history():
     page = reports.load_html(empty.summary(target="t:1"), empty, {"connections": 1})
     parse(page)
     assert "No response was timed" in page
+
+
+def test_closed_loop_draws_one_curve_even_with_a_raw_histogram():
+    st = sample_stats()                               # hist_raw filled
+    page = reports.load_html(st.summary(target="t:1", concurrency=16, rate=None), st,
+                             {"rate": None})
+    names = [a["data-name"] for t, a in parse(page).tags if t == "polyline"]
+    assert names == ["latency", "requests/s", "responses/s"]
+    assert "uncorrected" not in page
 
 
 def test_percentile_curve_is_hdrhistograms():
@@ -244,8 +253,8 @@ def _render(tmp_path, name, page):
 
 def test_load_report_renders_in_chromium(tmp_path):
     st = sample_stats()
-    page = reports.load_html(st.summary(target="127.0.0.1:7000", concurrency=16), st,
-                             {"message": EVIL})
+    page = reports.load_html(st.summary(target="127.0.0.1:7000", concurrency=16, rate=1000.0),
+                             st, {"message": EVIL})
     body = _render(tmp_path, "load", page)
     assert 'data-rendered="ok"' in body, body
     assert 'data-charts="' in body and 'data-charts="0"' not in body
@@ -311,3 +320,20 @@ def test_scan_recorder_progress_stays_bounded():
     assert prog[0]["done"] == 0 and prog[-1]["done"] == 5000
     assert [p["t"] for p in prog] == sorted(p["t"] for p in prog)
     assert rec.interval > 1.0
+
+
+def test_scan_recorder_wrap_and_write(tmp_path):
+    seen = []
+    rec = reports.ScanRecorder()
+    on_result, on_other = rec.wrap(lambda r: seen.append(r["port"]),
+                                   lambda state, n: seen.append((state, n)))
+    for r in scan_records()[:3]:
+        on_result(r)
+    on_other("closed", 7)
+    assert seen == [22, 6379, 22, ("closed", 7)]
+    assert rec.done == 10 and rec.open == 3
+    path = tmp_path / "scan.html"
+    assert rec.write(path, {"open": 3, "closed": 7}, command="cypoe scan x", seed=1) is None
+    tree = parse(path.read_text(encoding="utf-8"))
+    assert "cypoe scan x: 10 probes, 3 open ports on 2 host(s)" in " ".join(tree.text)
+    assert rec.write(tmp_path / "missing" / "scan.html", {}) is not None

@@ -321,9 +321,11 @@ def _percentile_rows(hist):
     return rows
 
 
-def _latency_section(stats):
+def _latency_section(stats, open_loop):
     hist = getattr(stats, "hist", None)
-    raw = getattr(stats, "hist_raw", None)
+    # the uncorrected curve means something in an open loop only (in a closed
+    # loop a request is sent when it is due, and engines may fill both)
+    raw = getattr(stats, "hist_raw", None) if open_loop else None
     count = _hist_count(hist)
     if not count:
         return ['<h2>Latency</h2><p class="note">No response was timed: no latency to plot.</p>']
@@ -416,7 +418,9 @@ def load_html(summary, stats, config):
     `summary` is ``LoadStats.summary()``'s dict (what ``--json`` writes),
     `stats` the :class:`cypoe.cli.report.LoadStats` (its ``hist``, and
     where present ``hist_raw`` and ``history``), `config` the run's
-    settings (shown as given)."""
+    settings (shown as given).  The uncorrected curve (``hist_raw``) is
+    drawn for an open-loop run only: ``rate`` set in `summary` or
+    `config`, or ``latency_uncorrected_ms`` in `summary`."""
     summary = summary or {}
     config = config or {}
     target = summary.get("target") or config.get("target") or "?"
@@ -443,7 +447,9 @@ def load_html(summary, stats, config):
     for w in warnings:
         sections.append(f'<p class="warn">{_e(w)}</p>')
     sections.append("<h2>Figures</h2>" + _kv_table([(k, v) for k, v in figures if v is not None]))
-    sections.extend(_latency_section(stats))
+    open_loop = bool(summary.get("rate") or config.get("rate")
+                     or "latency_uncorrected_ms" in summary)
+    sections.extend(_latency_section(stats, open_loop))
     sections.extend(_history_section(getattr(stats, "history", None) or summary.get("history")))
     errors = summary.get("errors") or getattr(stats, "errors", None) or {}
     if errors:
@@ -554,7 +560,7 @@ def scan_html(records, counts, meta):
             s = r.get("status", "?")
             statuses[s] = statuses.get(s, 0) + 1
     if statuses:
-        sections.append(_hbars("Results written, by status",
+        sections.append(_hbars("Results by status",
                                sorted(statuses.items(), key=lambda kv: (-kv[1], kv[0])),
                                "statuses", _COLORS[2]))
     sections.append('<table id="counts-table"><tr><th>state</th><th>probes</th></tr>'
@@ -687,9 +693,24 @@ class ScanRecorder:
         out = dict(more)
         out["progress"] = self.progress
         if self.others_dropped:
-            out["status_counts"] = dict(self.status_counts)
+            out.setdefault("status_counts", dict(self.status_counts))
             out["results_not_kept"] = self.others_dropped
         return out
+
+    def wrap(self, on_result, on_other):
+        """The scan's two callbacks, each also telling this recorder."""
+        def result(rec):
+            on_result(rec)
+            self.result(rec)
+
+        def other(state, n):
+            on_other(state, n)
+            self.other(state, n)
+        return result, other
+
+    def write(self, path, counts, **meta):
+        """Write the report to `path`; None, or the error text."""
+        return write_report(path, scan_html(self.records, counts, self.meta(**meta)))
 
 
 def args_config(args):
