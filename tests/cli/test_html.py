@@ -337,3 +337,19 @@ def test_scan_recorder_wrap_and_write(tmp_path):
     tree = parse(path.read_text(encoding="utf-8"))
     assert "cypoe scan x: 10 probes, 3 open ports on 2 host(s)" in " ".join(tree.text)
     assert rec.write(tmp_path / "missing" / "scan.html", {}) is not None
+
+
+def test_scan_report_shows_control_characters_as_escapes():
+    recs = [{"ip": "127.0.0.1", "port": 7, "state": "open", "status": "success",
+             "banner": "a\x00b\x1b[31mred\r\nnext\rx\x7f"}]
+    page = reports.scan_html(recs, {"open": 1}, {})
+    assert "\x00" not in page and "\x1b" not in page and "\x7f" not in page
+    text = " ".join(parse(page).text)
+    assert "a\\x00b\\x1b[31mred\nnext\\rx\\x7f" in text
+
+
+def test_control_characters_never_reach_the_page():
+    st = sample_stats()
+    page = reports.load_html(st.summary(target="t\x1b[2J:1"), st, {"message": "P\x00\x1b"})
+    assert "\x00" not in page and "\x1b" not in page
+    assert "P\\x00\\x1b" in " ".join(parse(page).text)

@@ -20,6 +20,7 @@ import html
 import ipaddress
 import json
 import math
+import re
 import time
 
 __all__ = ["load_html", "scan_html", "ScanRecorder", "args_config", "write_report"]
@@ -31,12 +32,28 @@ MAX_HOST_ROWS = 2000
 #: Characters of a banner shown in the report.
 MAX_BANNER_CHARS = 400
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
 _COLORS = ("#1f6feb", "#d9480f", "#2f9e44", "#ae3ec9", "#f08c00", "#0c8599")
 
 
 def _e(value):
-    """HTML-escape anything (quotes too, so it is safe in attributes)."""
-    return html.escape(str(value), quote=True)
+    """HTML-escape anything (quotes too, so it is safe in attributes), with
+    control characters shown as ``\\xNN``."""
+    return html.escape(_CONTROLS.sub(_hex, str(value)), quote=True)
+
+
+def _hex(m):
+    return "\\x%02x" % ord(m.group())
+
+
+def _visible(text):
+    """A banner as text to show: CRLF as a line break, other control
+    characters (NUL, ESC, C1…) as ``\\xNN`` so nothing invisible or
+    terminal-like reaches the page."""
+    text = str(text).replace("\r\n", "\n")
+    return _CONTROLS.sub(_hex, text.replace("\r", "\\r"))
 
 
 def _num(v):
@@ -597,7 +614,7 @@ def scan_html(records, counts, meta):
                 extra = r.get("error")
                 if banner is None and not extra and r.get("tls") is None:
                     continue
-                text = "" if banner is None else str(banner)
+                text = "" if banner is None else _visible(banner)
                 if len(text) > MAX_BANNER_CHARS:
                     text = text[:MAX_BANNER_CHARS] + "…"
                 tls = r.get("tls")
@@ -731,7 +748,8 @@ def args_config(args):
 def write_report(path, page):
     """Write `page` to `path`; returns None, or the error text (``FILE: reason``)."""
     try:
-        with open(path, "w", encoding="utf-8") as fh:
+        # errors=: a lone surrogate in some text must not lose the report
+        with open(path, "w", encoding="utf-8", errors="backslashreplace") as fh:
             fh.write(page)
     except OSError as exc:
         return f"{path}: {exc.strerror or exc}"
