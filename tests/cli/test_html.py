@@ -239,9 +239,13 @@ def _render(tmp_path, name, page):
     png = tmp_path / f"{name}.png"
     base = [browser, "--headless", "--disable-gpu", "--no-sandbox", "--no-first-run",
             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,900"]
-    shot = subprocess.run(base + [f"--screenshot={png}", path.as_uri()],
+    shot = subprocess.run(base + ["--enable-logging=stderr", "--v=0",
+                                  f"--screenshot={png}", path.as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert png.exists() and png.stat().st_size > 5000, (shot.returncode, shot.stderr[-2000:])
+    # the page's console messages, as Chromium logs them ("...:CONSOLE:...")
+    console = [line for line in shot.stderr.splitlines() if ":CONSOLE" in line]
+    assert console == [], console
     with open(png, "rb") as fh:
         assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
     dom = subprocess.run(base + ["--dump-dom", path.as_uri()],
@@ -265,6 +269,14 @@ def test_scan_report_renders_in_chromium(tmp_path):
                              {"command": "cypoe scan"})
     body = _render(tmp_path, "scan", page)
     assert 'data-rendered="ok"' in body, body
+
+
+def test_a_console_error_is_seen(tmp_path):
+    """The console check can fail too: a page that logs an error is refused."""
+    page = reports.scan_html([], {"open": 0}, {}).replace(
+        "<script>", "<script>console.error('boom');", 1)
+    with pytest.raises(AssertionError, match="boom"):
+        _render(tmp_path, "console", page)
 
 
 def test_a_script_error_is_seen_in_the_dom(tmp_path):
