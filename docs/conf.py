@@ -10,7 +10,9 @@ rendering an empty reference.
 """
 import glob
 import importlib.machinery
+import inspect
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,6 +47,52 @@ _undocumented = [name for name in cypoe.__all__
 if _undocumented:
     raise RuntimeError("public names without a docstring (the reference would be empty "
                        "for them): " + ", ".join(_undocumented))
+
+
+def reference_additions(text, names, namespace):
+    """The autodoc directives for the public names that `text` (the
+    reference page's source) does not document yet, under their own
+    heading: a name added to ``cypoe.__all__`` is in the reference at once,
+    even before someone files it under its section."""
+    documented = set(re.findall(
+        r"^\.\. auto(?:class|function|data|exception):: cypoe\.(\w+)\s*$", text, re.M))
+    missing = [n for n in names if n not in documented]
+    if not missing:
+        return ""
+    out = ["", "Other public names", "------------------", ""]
+    for name in missing:
+        obj = getattr(namespace, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            out += [f".. autoexception:: cypoe.{name}", ""]
+        elif isinstance(obj, type):
+            out += [f".. autoclass:: cypoe.{name}", "   :members:", ""]
+        elif inspect.isroutine(obj):
+            out += [f".. autofunction:: cypoe.{name}", ""]
+        else:
+            out += [f".. autodata:: cypoe.{name}", ""]
+    return "\n".join(out)
+
+
+def _complete_reference(app, docname, source):
+    if docname == "reference":
+        source[0] += reference_additions(source[0], cypoe.__all__, cypoe)
+
+
+_KEYWORD_ONLY_STAR = re.compile(r"(?<=[(,\s])\*(?=\s*[,)])")
+
+
+def _escape_keyword_only_star(app, what, name, obj, options, lines):
+    """Some docstrings restate a signature by hand (``Name(*, a=1, …)``);
+    reST reads that lone ``*`` as the start of an emphasis and warns. It is
+    escaped, so the text shows as written."""
+    for i, line in enumerate(lines):
+        lines[i] = _KEYWORD_ONLY_STAR.sub(r"\\*", line)
+
+
+def setup(app):
+    app.connect("source-read", _complete_reference)
+    app.connect("autodoc-process-docstring", _escape_keyword_only_star)
+
 
 project = "cypoe"
 author = "The cypoe developers"

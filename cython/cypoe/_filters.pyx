@@ -197,8 +197,11 @@ cdef class _Framing(FilterBase):
 
 
 cdef class Line(_Framing):
-    """Records separated by a terminator (POE::Filter::Line); the Filters
-    page of the documentation describes every argument."""
+    """Line(*, literal=None, input_literal=None, output_literal=None,
+    input_regexp=None, autodetect=False, max_length=None, max_buffer=None,
+    encoding=None)
+
+    Records separated by a terminator; see docs/filters.rst."""
 
     def __cinit__(self, *args, **kwargs):
         self.skip = -1
@@ -613,8 +616,10 @@ cdef inline bint _is_digit(char c):
 
 
 cdef class Block(_Framing):
-    """Fixed-size blocks or length-prefixed frames (POE::Filter::Block); the
-    Filters page of the documentation describes every argument."""
+    """Block(*, block_size=None, length_codec=None, length_prefix=None,
+    max_length=None, max_buffer=None)
+
+    Fixed-size blocks or length-prefixed frames; see docs/filters.rst."""
 
     def __cinit__(self, *args, **kwargs):
         self.cur_ps = -1

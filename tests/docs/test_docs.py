@@ -12,12 +12,44 @@ DOCS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.absp
                     "docs")
 
 
-def test_reference_documents_every_public_name():
+def _conf():
+    """docs/conf.py's namespace (it imports the compiled package)."""
+    path = os.path.join(DOCS, "conf.py")
+    ns = {"__file__": path, "__name__": "conf"}
+    with open(path, encoding="utf-8") as fh:
+        exec(compile(fh.read(), path, "exec"), ns)
+    return ns
+
+
+def _reference():
     with open(os.path.join(DOCS, "reference.rst"), encoding="utf-8") as fh:
-        text = fh.read()
-    documented = set(re.findall(
-        r"^\.\. auto(?:class|function|data|exception):: cypoe\.(\w+)$", text, re.M))
-    assert documented == set(cypoe.__all__)
+        return fh.read()
+
+
+def test_reference_documents_every_public_name():
+    text = _reference()
+    listed = re.findall(r"^\.\. auto(?:class|function|data|exception):: cypoe\.(\w+)$", text, re.M)
+    assert len(listed) == len(set(listed))
+    assert set(listed) <= set(cypoe.__all__), "stale names in reference.rst"
+    added = _conf()["reference_additions"](text, cypoe.__all__, cypoe)
+    found = set(listed) | set(re.findall(r":: cypoe\.(\w+)$", added, re.M))
+    assert found == set(cypoe.__all__)
+
+
+def test_a_new_public_name_is_added_to_the_reference():
+    import types
+    ns = types.SimpleNamespace(Thing=type("Thing", (), {"__doc__": "x"}),
+                               Oops=type("Oops", (Exception,), {}), helper=len,
+                               default=object(), Kernel=cypoe.Kernel)
+    added = _conf()["reference_additions"](_reference(), ["Kernel", "Thing", "Oops", "helper",
+                                                          "default"], ns)
+    assert "Other public names" in added
+    assert ".. autoclass:: cypoe.Thing\n   :members:" in added
+    assert ".. autoexception:: cypoe.Oops" in added
+    assert ".. autofunction:: cypoe.helper" in added
+    assert ".. autodata:: cypoe.default" in added
+    assert "cypoe.Kernel" not in added            # already in its section
+    assert _conf()["reference_additions"](_reference(), ["Kernel"], ns) == ""
 
 
 def test_new_pages_are_in_the_toctree():
@@ -69,3 +101,10 @@ def test_conf_loads_with_the_compiled_package():
                                                                          "no.such.module"), conf],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and "BUILT" in proc.stdout, (proc.stdout, proc.stderr)
+
+
+def test_a_hand_written_keyword_only_star_is_escaped():
+    lines = ["Line(*, literal=None,", "max_length=None)", "", "a * b, f(*args), g(a, *)"]
+    _conf()["_escape_keyword_only_star"](None, "class", "cypoe.Line", None, {}, lines)
+    assert lines == ["Line(\\*, literal=None,", "max_length=None)", "",
+                     "a * b, f(*args), g(a, \\*)"]
