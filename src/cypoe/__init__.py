@@ -1,6 +1,7 @@
 """cypoe: POE's networking components for Python, with a Cython core.
 
-The public names are listed in ``__all__``; the contract is API.md.
+The public names are listed in ``__all__``; the API reference of the
+documentation describes each one.
 """
 
 __version__ = "0.1.0"

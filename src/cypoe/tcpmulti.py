@@ -24,9 +24,10 @@ _RESERVED_STATES = ("connect", "send", "shutdown", "die")
 
 
 class TCPMulti:
-    """Many outbound TCP connections in one session; see API.md "TCPMulti".
+    """Many outbound TCP connections in one session; the TCPMulti page of
+    the documentation describes every parameter and callback.
 
-    Beyond API.md: ``ssl=True`` or an ``ssl.SSLContext`` runs TLS on every
+    Beyond POE's parameters: ``ssl=True`` or an ``ssl.SSLContext`` runs TLS on every
     connection (``on_success`` after the handshake; a failed or timed-out
     handshake is ``on_failure(conn, "tls", ...)``), ``server_hostname`` for
     SNI/verification, ``tls_timeout`` (default 10 s) bounds the handshake

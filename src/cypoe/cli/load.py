@@ -93,6 +93,9 @@ def add_parser(sub):
                      help="write the report as JSON to FILE ('-': stdout; the human report "
                           "then goes to stderr)")
     out.add_argument("--csv", metavar="FILE", help="write the per-second history as CSV")
+    out.add_argument("--html", metavar="FILE",
+                     help="also write a self-contained HTML report (latency percentile curve, "
+                          "throughput and errors per second) to FILE")
     out.add_argument("--hgrm", metavar="FILE",
                      help="write the latency distribution in HdrHistogram's .hgrm format")
     out.add_argument("--latency", action="store_true",
@@ -516,6 +519,12 @@ def run(args):
             except OSError as exc:
                 common.err(prog, f"{args.json}: {exc.strerror}")
                 return 1
+    if args.html:
+        from cypoe.cli import html
+        problem = html.write_report(args.html, html.load_html(summary, stats, html.args_config(args)))
+        if problem:
+            common.err(prog, problem)
+            return 1
     if interrupted:
         return 130
     if stats.responses == 0 and (stats.error_total or failed):

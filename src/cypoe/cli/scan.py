@@ -11,7 +11,7 @@ import re
 import sys
 import time
 
-from cypoe.cli import common, order, output, ports as portspec, targets as targetspec, timing
+from cypoe.cli import common, html, order, output, ports as portspec, targets as targetspec, timing
 from cypoe.cli import cluster_cli  # --cluster (imports no distributed)
 
 DEFAULT_MAX_READ = 96 * 1024
@@ -209,6 +209,9 @@ def add_parser(sub):
     w.add_argument("--progress", dest="progress", action="store_true", default=None,
                    help="progress on stderr even when it is not a terminal")
     w.add_argument("-q", "--quiet", action="store_true", help="no progress and no summary on stderr")
+    w.add_argument("--html", metavar="FILE",
+                   help="also write a self-contained HTML report (counts, open ports by host, "
+                        "progress over time) to FILE")
     cluster_cli.add_arguments(p, "scan")
     return p
 
@@ -613,6 +616,10 @@ def run(args):
         other_statuses[status] = other_statuses.get(status, 0) + n
         progress.update(n)
 
+    recorder = html.ScanRecorder() if args.html else None
+    if recorder is not None:
+        on_result, on_other = recorder.wrap(on_result, on_other)
+
     keep_others = writer.keeps_others or bool(args.metadata_file)
     read_timeout = args.read_timeout if args.read_timeout is not None else max(1.0, tm.timeout)
     t0 = time.monotonic()
@@ -665,6 +672,13 @@ def run(args):
         if saved:
             print(f"{prog}: state saved to {saved}; continue with: cypoe scan --resume {saved}",
                   file=sys.stderr)
+    if recorder is not None:
+        problem = recorder.write(args.html, counts, seed=plan.seed, elapsed_s=round(elapsed, 3),
+                                 interrupted=bool(info.get("interrupted")),
+                                 status_counts=_status_counts(statuses, other_statuses))
+        if problem:
+            common.err(prog, problem)
+            return 1
     if info.get("interrupted"):
         return 130
     return 1 if info.get("failed") else 0
