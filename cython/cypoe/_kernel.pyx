@@ -36,6 +36,14 @@ cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
                                PyObject* kwnames)
 
+cdef extern from "includes/timerslack.h" nogil:
+    long cp_timer_slack_get()
+    int cp_timer_slack_set(long ns)
+
+# Timer slack while run() runs: 1 us, so that a precise poll timeout is not
+# stretched by the default 50 us (see includes/timerslack.h).
+cdef long RUN_TIMER_SLACK_NS = 1000
+
 cdef extern from "_poller.h" nogil:
     ctypedef struct cp_event:
         int fd
@@ -852,6 +860,9 @@ cdef class Kernel:
         self._graceful = False
         self._shutdown_signals = 0
         in_main = threading.current_thread() is threading.main_thread()
+        cdef long saved_slack = cp_timer_slack_get()
+        if saved_slack > 0:
+            cp_timer_slack_set(RUN_TIMER_SLACK_NS)
         try:
             if in_main:
                 self._install_signals()
@@ -863,6 +874,8 @@ cdef class Kernel:
                     break
                 self._run_once(-1.0)
         finally:
+            if saved_slack > 0:
+                cp_timer_slack_set(saved_slack)
             self._running = False
             self._stopping = False
             if in_main:
