@@ -606,7 +606,8 @@ class LoadRun:
         d = {k: getattr(share, k) for k in ("host", "port", "connections", "duration",
                                             "pipeline", "expect", "rate", "connect_rate",
                                             "requests", "timeout")}
-        d["message"] = base64.b64encode(share.message).decode("ascii")
+        d["messages"] = [base64.b64encode(m).decode("ascii") for m in share.messages]
+        d["no_body"] = bool(share.no_body)
         d["sources"] = list(share.sources)
         return {"version": _version(), "kind": "load", "config": d, "workers": self.workers,
                 "setup_timeout": self.setup_timeout}
@@ -829,13 +830,15 @@ def load(target, *, cluster=None, client=None, connections=16, duration=10.0, re
     sees the agents' events (``ready``, ``progress``)."""
     import argparse
     from cypoe.cli import common
-    from cypoe.cli.load import Config, build_message, parse_sources
+    from cypoe.cli.load import Config, build_messages, parse_sources
     host, port = common.hostport(target) if isinstance(target, str) else target
-    ns = argparse.Namespace(size=size, message=message)
-    msg = build_message(ns)
-    cfg = Config(host, port, connections, duration, pipeline, msg, expect, rate=rate,
+    # one message, or a list of messages sent in turn (as -m repeated)
+    texts = [message] if isinstance(message, (str, bytes)) else list(message)
+    texts = [t.decode("latin-1") if isinstance(t, bytes) else t for t in texts]
+    msgs = build_messages(argparse.Namespace(size=size, message=texts, messages=None))
+    cfg = Config(host, port, connections, duration, pipeline, msgs[0], expect, rate=rate,
                  connect_rate=connect_rate, requests=requests,
-                 sources=parse_sources(source_addresses), timeout=timeout)
+                 sources=parse_sources(source_addresses), timeout=timeout, messages=msgs)
     owns = client is None
     if owns:
         client = connect(cluster)

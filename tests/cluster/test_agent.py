@@ -26,7 +26,7 @@ def test_load_agent_stops_when_stdin_closes():
     import cypoe
     job = {"version": cypoe.__version__, "kind": "load", "workers": 1, "setup_timeout": 600,
            "config": {"host": "127.0.0.1", "port": 9, "connections": 1, "duration": 600,
-                      "pipeline": 1, "message": base64.b64encode(b"PING\r\n").decode(),
+                      "pipeline": 1, "messages": [base64.b64encode(b"PING\r\n").decode()],
                       "expect": "echo", "rate": None, "connect_rate": None, "requests": None,
                       "sources": [], "timeout": 1.0}}
     proc = subprocess.Popen([sys.executable, "-m", "cypoe.cli.agent"], env=ENV,

@@ -195,10 +195,12 @@ class _Ticker(threading.Thread):
 
 def config_from_job(d):
     from cypoe.cli.load import Config
+    messages = [base64.b64decode(m) for m in d["messages"]]
     return Config(d["host"], d["port"], d["connections"], d["duration"], d["pipeline"],
-                  base64.b64decode(d["message"]), d["expect"], rate=d.get("rate"),
+                  messages[0], d["expect"], rate=d.get("rate"),
                   connect_rate=d.get("connect_rate"), requests=d.get("requests"),
-                  sources=d.get("sources") or (), timeout=d.get("timeout", 5.0))
+                  sources=d.get("sources") or (), timeout=d.get("timeout", 5.0),
+                  messages=messages, no_body=d.get("no_body", False))
 
 
 class _TickRelay:
@@ -235,26 +237,27 @@ def prepare_load(cfg, workers, tick):
     """The load engine for this share, set up and not started; returns a
     callable that runs it and returns ``(LoadStats, interrupted)``.
 
-    This adapter is the one place the agent touches the load engine (so
-    another engine is a change here only): one process runs a
-    :class:`~cypoe.cli.load_engine.LoadRun` here; ``workers`` > 1 forks
-    worker processes as ``cypoe load --workers`` does."""
-    from cypoe.cli import common, load, load_engine
-    load_engine.check()
+    This adapter is the one place the agent touches the load engine: the
+    compiled engine (:mod:`cypoe.cli.load_fast`) when it is built, else the
+    TCPMulti engine, as ``cypoe load --engine auto`` chooses; ``workers`` > 1
+    forks worker processes as ``cypoe load --workers`` does."""
+    from cypoe.cli import common, load, load_engine, load_fast
+    engine = load_fast if load_fast.available() else load_engine
+    engine.check()
     common.raise_nofile(cfg.connections + 256)
     if workers <= 1:
-        run = load_engine.LoadRun(cfg, tick=tick)
-        return run.run
+        if engine is load_fast:
+            return load_fast.FastRun(cfg, tick=tick).run
+        return load_engine.LoadRun(cfg, tick=tick).run
     relay = _TickRelay(tick)
 
     def run_forked():
-        # run_workers stops its workers on KeyboardInterrupt: SIGTERM (the
-        # stdin watcher's) becomes one.
-        def on_term(signum, frame):
-            raise KeyboardInterrupt
-        old = signal.signal(signal.SIGTERM, on_term)
+        # run_workers stops its workers on SIGINT (its own handler): the
+        # stdin watcher's SIGTERM becomes one.
+        old = signal.signal(signal.SIGTERM, lambda signum, frame: os.kill(os.getpid(),
+                                                                          signal.SIGINT))
         try:
-            return load.run_workers(cfg, workers, relay)
+            return load.run_workers(cfg, workers, relay, engine)
         finally:
             signal.signal(signal.SIGTERM, old)
     return run_forked

@@ -135,26 +135,12 @@ def run_scan(args):
     return 1 if run.failed else 0
 
 
-def run_load(args):
-    """``cypoe load --cluster``: one share per agent, one start, one report."""
+def run_load(args, cfg):
+    """``cypoe load --cluster``: one share per agent, one start, one report.
+    ``cfg`` is the whole run's :class:`~cypoe.cli.load.Config`, built by
+    ``cypoe load`` from the same arguments as a local run."""
     from cypoe.cli import report
-    from cypoe.cli.load import Config, build_message, parse_sources
     prog = "cypoe load"
-    parser = args._parser
-    if not args.target:
-        parser.error("--cluster needs a HOST:PORT target (the built-in echo server would "
-                     "run on this host only)")
-    try:
-        message = build_message(args)
-        sources = parse_sources(args.source_addresses)
-        host, port = common.hostport(args.target)
-    except (ValueError, argparse.ArgumentTypeError) as exc:
-        parser.error(str(exc))
-    if args.expect == "line" and message.count(b"\n") != 1:
-        parser.error("--expect line needs a request of exactly one line")
-    cfg = Config(host, port, args.connections, args.duration, args.pipeline, message,
-                 args.expect, rate=args.rate, connect_rate=args.connect_rate,
-                 requests=args.requests, sources=sources, timeout=args.timeout)
     try:
         from cypoe import cluster
         client = cluster.connect(args.cluster)

@@ -361,8 +361,6 @@ def diagnose(stats, expect, messages):
 
 
 def run(args):
-    if args.cluster:
-        return cluster_cli.run_load(args)
     prog = "cypoe load"
     parser = args._parser
     no_body = False
@@ -399,6 +397,15 @@ def run(args):
         parser.error("--engine tcpmulti sends one message; several need the compiled engine")
     if target is None and expect in ("redis", "http"):
         parser.error(f"--expect {expect} needs a target (the built-in server echoes)")
+    if args.cluster:
+        if target is None:
+            parser.error("--cluster needs a HOST:PORT target (the built-in echo server would "
+                         "run on this host only)")
+        cfg = Config(target[0], target[1], args.connections, args.duration, args.pipeline,
+                     messages[0], expect, rate=args.rate, connect_rate=args.connect_rate,
+                     requests=args.requests, sources=sources, timeout=args.timeout,
+                     messages=messages, no_body=no_body)
+        return cluster_cli.run_load(args, cfg)
     try:
         if args.script:
             run_script = _optional("load_script", "run_script", "--script")
