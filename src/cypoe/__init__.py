@@ -3,6 +3,8 @@
 The public names are listed in ``__all__``; the contract is API.md.
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
 
 try:
@@ -40,15 +42,15 @@ from cypoe.client import Client
 from cypoe.tcpmulti import TCPMulti, Conn
 
 #: The process's default Kernel.
-kernel = default_kernel()
+kernel: Kernel = default_kernel()
 
 
-def run():
+def run() -> None:
     """Run the default kernel (``cypoe.kernel.run()``)."""
     return kernel.run()
 
 
-def stop():
+def stop() -> None:
     """Stop the default kernel (``cypoe.kernel.stop()``)."""
     return kernel.stop()
 
