@@ -313,3 +313,22 @@ def test_call_soon_threadsafe_wakes_the_embedded_kernel(k, loop_factory):
         return await got
 
     assert run(main(), k, loop_factory) == "from a thread"
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_the_gateway_example_runs(loop):
+    """docs/examples/aio_gateway.py, as docs/aio.rst shows it."""
+    import os
+    import subprocess
+    if loop == "uvloop":
+        pytest.importorskip("uvloop", reason="uvloop is not installed")
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.path.join(root, "src") + os.pathsep + env.get("PYTHONPATH", "")
+    args = ["--lines", "7"] + (["--uvloop"] if loop == "uvloop" else [])
+    p = subprocess.run([sys.executable, os.path.join(root, "docs", "examples", "aio_gateway.py"),
+                        *args], capture_output=True, text=True, env=env, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "client: 7 answers through the gateway" in p.stdout
+    assert p.stdout.splitlines()[-1] == ("OK 7 lines upper-cased by the cypoe service behind "
+                                         "an asyncio gateway; components left: 0")

@@ -23,7 +23,8 @@ ALLOWLIST = os.path.join(HERE, "stubtest-allowlist.txt")
 STUBBED = ["_kernel", "_io", "_filters", "_components"]
 # The modules whose stubs / annotations stubtest compares with the runtime.
 STUBTEST_MODULES = ["cypoe." + m for m in STUBBED] + [
-    "cypoe.server", "cypoe.client", "cypoe.tcpmulti", "cypoe.filters", "cypoe.errors"]
+    "cypoe.server", "cypoe.client", "cypoe.tcpmulti", "cypoe.filters", "cypoe.errors",
+    "cypoe.aio"]
 
 needs_mypy = pytest.mark.skipif(
     importlib.util.find_spec("mypy") is None,
@@ -79,8 +80,9 @@ def test_check_api_program_runs():
 def test_mypy_strict_passes_on_examples_and_api_program(tmp_path):
     examples = sorted(glob.glob(os.path.join(ROOT, "docs", "examples", "*.py")))
     assert examples
+    # cypoe.aio is annotated throughout: checked strictly as well.
     proc = _run(["mypy", "--strict", "--follow-imports=silent", "--no-error-summary",
-                 CHECK_API] + examples, tmp_path)
+                 os.path.join(PKG, "aio.py"), CHECK_API] + examples, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
