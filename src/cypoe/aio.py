@@ -21,11 +21,10 @@ the next wake-up.  ``wakeup()`` asks for one at once (the awaitable helpers
 below do it themselves).  Code in cypoe callbacks needs nothing: the
 wake-up it runs in re-arms the loop.
 
-Signals are asyncio's: the kernel's ``signal()`` callbacks are not
-installed in embedded mode (use ``loop.add_signal_handler``; for SIGINT's
-graceful shutdown, ``loop.add_signal_handler(signal.SIGINT,
-kernel.shutdown)``).  The ``poll`` backend has no fd to watch and is
-refused.
+Signals are asyncio's: the kernel's ``signal()`` callbacks and its
+SIGINT/SIGTERM graceful shutdown are not installed in embedded mode; leaving
+``async with embed()`` (or ``aclose()``) does that shutdown.  The ``poll``
+backend has no fd to watch and is refused.
 """
 from __future__ import annotations
 
@@ -143,13 +142,22 @@ class EmbeddedKernel:
         """Shut every component of the kernel down gracefully (as SIGINT
         does under ``run()``: Servers stop accepting and finish their
         connections, Clients and TCPMultis flush and disconnect), wait for
-        the last to finish (at most ``timeout`` seconds), then detach."""
+        the last to finish (at most ``timeout`` seconds: then the ones left
+        are left as they are), then detach."""
         if self._closed:
             return
-        self.kernel.shutdown()
+        k = self.kernel
+        # What kernel.shutdown() does, without its lasting mark (under run()
+        # it ends with run(); here it would shut down every component made
+        # on this kernel afterwards).
+        for comp in list(k._components):
+            try:
+                comp.shutdown()
+            except Exception as exc:
+                k.report_exception("Exception while shutting a component down", exc, comp)
         self.wakeup()
         try:
-            if self.kernel._components:
+            if k._components:
                 done = self.loop.create_future()
 
                 def finished() -> bool:
@@ -160,9 +168,12 @@ class EmbeddedKernel:
                     return False
 
                 self._waiters.append(finished)
-                await asyncio.wait_for(done, timeout)
+                try:
+                    await asyncio.wait_for(done, timeout)
+                except asyncio.TimeoutError:
+                    pass        # detach anyway: the components are left as they are
             # Events and writes the components' last callbacks queued.
-            self.kernel.run_once(0)
+            k.run_once(0)
         finally:
             self.close()
 

@@ -301,6 +301,25 @@ def test_components_shut_down_when_the_app_ends(k, loop_factory):
     assert not k._components
 
 
+def test_components_made_after_the_shutdown_live(k, loop_factory):
+    """The graceful shutdown at the end of cypoe.aio.run leaves no lasting
+    mark on the kernel: a component made afterwards is not shut down."""
+    async def main():
+        cypoe.Server(port=0, address="127.0.0.1", kernel=k, client_input=lambda c, r: None)
+        return True
+
+    assert run(main(), k, loop_factory)
+    log = []
+    later = cypoe.Server(port=0, address="127.0.0.1", kernel=k,
+                         client_input=lambda c, r: None, stopped=lambda s: log.append("stopped"))
+    for _ in range(3):
+        k.run_once(0)
+    assert log == [] and later.started
+    later.shutdown()
+    k.run_once(0)
+    assert log == ["stopped"]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX only")
 def test_call_soon_threadsafe_wakes_the_embedded_kernel(k, loop_factory):
     import threading
