@@ -81,6 +81,7 @@ class EmbeddedKernel:
         self._fd = -1
         self._timer: asyncio.TimerHandle | asyncio.Handle | None = None
         self._timer_when: float | None = None
+        self._fired_for: float | None = None    # the deadline the last timer was for
         self._soon: asyncio.Handle | None = None
         self._closed = True
         # Pending awaits: each check returns True when it has resolved its
@@ -200,6 +201,7 @@ class EmbeddedKernel:
         self._wake()
 
     def _on_timer(self) -> None:
+        self._fired_for = self._timer_when
         self._timer = None
         self._timer_when = None
         self._wake()
@@ -212,8 +214,10 @@ class EmbeddedKernel:
             self.kernel.run_once(0)
         finally:
             if not self._closed:
-                self._check_waiters()
-                self._arm()
+                try:
+                    self._check_waiters()
+                finally:
+                    self._arm()
 
     def _arm(self) -> None:
         """One loop timer at the kernel's next deadline (none when nothing
@@ -228,6 +232,12 @@ class EmbeddedKernel:
             return
         self._cancel_timer()
         delay = when - self.kernel.time()
+        if when == self._fired_for and delay > 0.0:
+            # The loop's timer fired before the kernel's deadline (uvloop
+            # keeps time in whole milliseconds): wait a millisecond at
+            # least, rather than spinning until the deadline comes.
+            delay = max(delay, 0.001)
+        self._fired_for = None
         self._timer_when = when
         if delay <= 0.0:
             self._timer = self.loop.call_soon(self._on_timer)

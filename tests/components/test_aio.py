@@ -245,6 +245,25 @@ def test_an_idle_kernel_does_not_wake_the_loop(k, loop_factory):
     assert idle_wakeups <= 5
 
 
+def test_waiting_for_a_timer_does_not_spin(k, loop_factory):
+    """uvloop's timers fire up to a millisecond early (it keeps time in whole
+    milliseconds): waiting for the kernel's deadline after that costs one
+    more wake-up, not a spin until the deadline."""
+    async def main():
+        emb = cypoe.aio.embedded(k)
+        counts = []
+        for seconds in (0.0103, 0.0207, 0.0151):
+            fired = asyncio.get_running_loop().create_future()
+            before = emb.wakeups
+            k.delay(seconds, lambda: fired.set_result(None))
+            cypoe.aio.wakeup(k)
+            await fired
+            counts.append(emb.wakeups - before)
+        return counts
+
+    assert max(run(main(), k, loop_factory)) <= 4
+
+
 def test_embedding_and_detaching(k, loop_factory):
     async def main():
         emb = cypoe.aio.embedded(k)
