@@ -103,6 +103,17 @@ def filters() -> list[str]:
     return seen
 
 
+def type_checked_only(conn: Connection, c: Conn, client: Client, sess: Session) -> None:
+    """API calls whose effect main() has no use for: checked by mypy, never
+    run."""
+    conn.shutdown()
+    conn.close()
+    c.shutdown()
+    client.reconnect()
+    client.connect("127.0.0.1", 7)
+    sess.stop()
+
+
 def main() -> int:
     k: Kernel = cypoe.Kernel(backend="auto")
     assert isinstance(cypoe.kernel, Kernel)
@@ -316,6 +327,20 @@ def main() -> int:
     listener.resume_accept()
     listener.close()
 
+    # -- fd watchers -------------------------------------------------------------------
+    c, d = socket.socketpair()
+
+    def readable(fd: int) -> None:
+        result["watched"] = c.recv(16)
+        k.select_read(c, None)
+
+    def writable(fd: int) -> None:
+        d.send(b"watched")
+        k.select_write(fd, None)
+
+    k.select_read(c, readable)
+    k.select_write(d.fileno(), writable)
+
     # TLS is only constructed here (a certificate is needed to run it).
     tls = TLS(ssl.create_default_context(), server_side=False, server_hostname="localhost")
     assert tls.server_hostname == "localhost"
@@ -326,13 +351,19 @@ def main() -> int:
     rw_b.close()
     a.close()
     b.close()
+    sess.stop()
+    k.call_soon_threadsafe(k.stop)      # queued before run(): one iteration
+    k.run()
+    c.close()
+    d.close()
     k.stop()
     cypoe.stop()                # the default kernel's; it has nothing to do
     cypoe.run()
     print("check_api:", json.dumps({key: repr(v) for key, v in sorted(result.items())}),
           file=sys.stderr)
     ok = (not result.get("timed_out") and result["echo"][:1] == [b"hello"]
-          and result["multi"] == [b"multi"] and result["rw"] == b"over the pair")
+          and result["multi"] == [b"multi"] and result["rw"] == b"over the pair"
+          and result["watched"] == b"watched" and "exceptions" not in result)
     print("check_api: OK" if ok else "check_api: FAIL")
     return 0 if ok else 1
 
