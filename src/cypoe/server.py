@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import ssl as _ssl
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +18,8 @@ from cypoe._components import Connection, _ServerCore, call_user
 from cypoe.errors import CypoeError
 
 if TYPE_CHECKING:
+    import ssl as _ssl
+
     from cypoe._kernel import Kernel
     from cypoe.filters import FilterSpec
 
