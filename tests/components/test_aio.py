@@ -51,6 +51,17 @@ def free_port():
     return port
 
 
+async def open_small_window(port):
+    """An asyncio connection whose receive buffer is fixed and small
+    (SO_RCVBUF set before connecting turns autotuning off): while it reads
+    nothing, a few megabytes cannot all be sent to it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    return await asyncio.open_connection(sock=sock)
+
+
 def test_asyncio_client_talks_to_a_cypoe_server(k, loop_factory):
     log = []
 
@@ -141,7 +152,7 @@ def test_timer_set_from_asyncio_code_is_armed(k, loop_factory):
 
 
 def test_drained_waits_until_the_output_is_written(k, loop_factory):
-    size = 32 * 1024 * 1024     # more than any loopback socket buffers hold
+    size = 16 * 1024 * 1024     # far more than the socket buffers hold
 
     async def main():
         loop = asyncio.get_running_loop()
@@ -149,7 +160,7 @@ def test_drained_waits_until_the_output_is_written(k, loop_factory):
         server = cypoe.Server(port=0, address="127.0.0.1", kernel=k, client_filter=cypoe.Stream(),
                               client_input=lambda c, r: None,
                               client_connected=lambda c: accepted.set_result(c))
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        reader, writer = await open_small_window(server.port)
         conn = await accepted
         conn.put(b"x" * size)
         waiting = asyncio.ensure_future(cypoe.aio.drained(conn))
@@ -179,10 +190,10 @@ def test_drained_returns_at_once_and_fails_on_a_lost_connection(k, loop_factory)
         server = cypoe.Server(port=0, address="127.0.0.1", kernel=k,
                               client_filter=cypoe.Stream(), client_input=lambda c, r: None,
                               client_connected=lambda c: accepted.set_result(c))
-        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        reader, writer = await open_small_window(server.port)
         conn = await accepted
         await cypoe.aio.drained(conn)         # nothing buffered
-        conn.put(b"y" * (32 * 1024 * 1024))
+        conn.put(b"y" * (16 * 1024 * 1024))
         waiting = asyncio.ensure_future(cypoe.aio.drained(conn))
         await asyncio.sleep(0.01)
         conn.close()                          # abort: pending output dropped
