@@ -113,3 +113,14 @@ def test_stubs_match_the_runtime(tmp_path):
         flags.append("--ignore-disjoint-bases")
     proc = _run(["mypy.stubtest"] + flags + STUBTEST_MODULES, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@needs_mypy
+def test_the_typed_modules_check(tmp_path):
+    """The annotated modules and the stubs themselves are consistent
+    (mypy's default checks; their private helpers are not all annotated)."""
+    files = [os.path.join(PKG, name) for name in (
+        "__init__.py", "server.py", "client.py", "tcpmulti.py", "filters.py", "errors.py",
+        "aio.py", "_kernel.pyi", "_io.pyi", "_filters.pyi", "_components.pyi")]
+    proc = _run(["mypy", "--follow-imports=silent", "--no-error-summary"] + files, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
