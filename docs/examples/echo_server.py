@@ -8,25 +8,36 @@ echo, and disconnect; the server shuts down after the last one.
 Run: python docs/examples/echo_server.py [--port PORT] [--clients N] [--lines N]
 """
 import argparse
+import socket
 import sys
+from typing import Optional, Sequence
 
 import cypoe
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     ap.add_argument("--clients", type=int, default=3)
     ap.add_argument("--lines", type=int, default=5, help="lines each client sends")
     opts = ap.parse_args(argv)
     kernel = cypoe.Kernel()
-    guard = kernel.delay(30.0, lambda: (print("timed out", file=sys.stderr), kernel.stop()))
+
+    def timed_out() -> None:
+        print("timed out", file=sys.stderr)
+        kernel.stop()
+
+    guard = kernel.delay(30.0, timed_out)
     stats = {"echoed": 0, "bad": 0, "done": 0, "failed": 0}
+
+    def stopped(server: cypoe.Server) -> None:
+        print("server: stopped")
+        guard.cancel()
 
     # -- the server: the whole of POE's example ----------------------------------
     server = cypoe.Server(port=opts.port, address="127.0.0.1", kernel=kernel,
                           client_input=lambda conn, line: conn.put(line),
-                          stopped=lambda s: (print("server: stopped"), guard.cancel()))
+                          stopped=stopped)
     if server.port is None:
         print("server: could not listen", file=sys.stderr)
         guard.cancel()
@@ -34,18 +45,19 @@ def main(argv=None):
     print(f"server: echoing on 127.0.0.1:{server.port}")
 
     # -- clients ------------------------------------------------------------------
-    def client_done(client):
+    def client_done(client: cypoe.Client) -> None:
         stats["done"] += 1
         if stats["done"] == opts.clients:
             server.shutdown()
 
-    def connected(client, sock, peer_addr, peer_port):
+    def connected(client: cypoe.Client, sock: socket.socket, peer_addr: str,
+                  peer_port: int) -> None:
         client.heap["expect"] = [f"client {client.heap['n']} line {i}".encode()
                                  for i in range(opts.lines)]
         client.heap["got"] = 0
         client.put(*client.heap["expect"])     # pipelined: all lines at once
 
-    def server_input(client, line):
+    def server_input(client: cypoe.Client, line: bytes) -> None:
         h = client.heap
         if line == h["expect"][h["got"]]:
             stats["echoed"] += 1
@@ -56,7 +68,7 @@ def main(argv=None):
             print(f"client {h['n']}: {h['got']} lines echoed")
             client.shutdown()
 
-    def connect_error(client, op, errnum, errstr):
+    def connect_error(client: cypoe.Client, op: str, errnum: int, errstr: str) -> None:
         print(f"client {client.heap['n']}: {op} error {errnum}: {errstr}")
         stats["failed"] += 1
         client_done(client)

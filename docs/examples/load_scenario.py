@@ -11,6 +11,7 @@ commands and its RESP replies are lines, so the filter is ``Line()``: a
 bulk reply (``$5`` then ``hello``) is two records.
 """
 import itertools
+from typing import Any
 
 import cypoe
 
@@ -20,25 +21,25 @@ _keys = itertools.count()
 class Scenario:
     filter = cypoe.Line()          # CRLF lines both ways
 
-    def on_connect(self, conn):
+    def on_connect(self, conn: Any) -> None:
         self.key = f"cypoe:load:{next(_keys)}"
         self.n = 0
         self.bulk_pending = False  # a "$N" header came; its data line is next
         self.set(conn)
 
-    def set(self, conn):
+    def set(self, conn: Any) -> None:
         if conn.request():         # False once the run is over
             self.n += 1
             self.value = f"v{self.n}"
             self.step = "set"
             conn.send(f"SET {self.key} {self.value}".encode())
 
-    def get(self, conn):
+    def get(self, conn: Any) -> None:
         if conn.request():
             self.step = "get"
             conn.send(f"GET {self.key}".encode())
 
-    def on_input(self, conn, line):
+    def on_input(self, conn: Any, line: bytes) -> None:
         if line.startswith(b"-"):                  # an error reply
             conn.fail("redis-error")
             self.set(conn)
@@ -62,5 +63,5 @@ class Scenario:
                 conn.fail("mismatch")
             self.set(conn)
 
-    def on_error(self, conn, operation, errnum, errstr):
+    def on_error(self, conn: Any, operation: str, errnum: int, errstr: str) -> None:
         pass                                       # counted by the runner already

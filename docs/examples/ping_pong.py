@@ -10,14 +10,14 @@ import time
 import cypoe
 
 
-def main(round_trips=100_000):
+def main(round_trips: int = 100_000) -> None:
     k = cypoe.Kernel()
     a, b = socket.socketpair()
     a.setblocking(False)
     b.setblocking(False)
     left = {"n": round_trips}
 
-    def on_a(fd):
+    def on_a(fd: int) -> None:
         os.read(fd, 1)
         left["n"] -= 1
         if left["n"] == 0:
@@ -26,7 +26,7 @@ def main(round_trips=100_000):
             return
         os.write(fd, b"p")
 
-    def on_b(fd):
+    def on_b(fd: int) -> None:
         os.write(fd, os.read(fd, 1))
 
     k.select_read(a, on_a)

@@ -8,11 +8,12 @@ import argparse
 import resource
 import sys
 import time
+from typing import Optional, Sequence
 
 import cypoe
 
 
-def raise_fd_limit(need):
+def raise_fd_limit(need: int) -> int:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < need:
         new = need if hard == resource.RLIM_INFINITY else min(need, hard)
@@ -20,7 +21,7 @@ def raise_fd_limit(need):
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
 
 
-def main(argv=None):
+def main(argv: Optional[Sequence[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free one)")
     ap.add_argument("--connections", type=int, default=1024)
@@ -33,7 +34,11 @@ def main(argv=None):
         return 2
 
     kernel = cypoe.Kernel()
-    guard = kernel.delay(45.0, lambda: (print("timed out", file=sys.stderr), kernel.stop()))
+    def timed_out() -> None:
+        print("timed out", file=sys.stderr)
+        kernel.stop()
+
+    guard = kernel.delay(45.0, timed_out)
     stats = {"ok": 0, "bad": 0, "failed": 0, "errors": 0, "timeouts": 0, "ended": 0}
 
     server = cypoe.Server(port=opts.port, address="127.0.0.1", kernel=kernel,
@@ -46,30 +51,30 @@ def main(argv=None):
         return 2
     print(f"echo server on 127.0.0.1:{server.port}")
 
-    def ended(conn):
+    def ended(conn: cypoe.Conn) -> None:
         stats["ended"] += 1
         if stats["ended"] == n:
             server.shutdown()
 
-    def on_success(conn):
+    def on_success(conn: cypoe.Conn) -> None:
         conn.put(b"hello from connection %d" % conn.id)
 
-    def on_input(conn, line):
+    def on_input(conn: cypoe.Conn, line: bytes) -> None:
         if line == b"hello from connection %d" % conn.id:
             stats["ok"] += 1
         else:
             stats["bad"] += 1
         conn.shutdown()
 
-    def on_failure(conn, op, errnum, errstr):
+    def on_failure(conn: cypoe.Conn, op: str, errnum: int, errstr: str) -> None:
         stats["failed"] += 1
         if stats["failed"] <= 5:
             print(f"connection {conn.id}: {op} error {errnum}: {errstr}")
 
-    def on_error(conn, op, errnum, errstr):
+    def on_error(conn: cypoe.Conn, op: str, errnum: int, errstr: str) -> None:
         stats["errors"] += 1
 
-    def on_timeout(conn):
+    def on_timeout(conn: cypoe.Conn) -> None:
         stats["timeouts"] += 1
         ended(conn)
 

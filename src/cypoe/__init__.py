@@ -4,6 +4,8 @@ The public names are listed in ``__all__``; the API reference of the
 documentation describes each one.
 """
 
+from __future__ import annotations
+
 __version__ = "0.1.0"
 
 try:
@@ -43,15 +45,15 @@ from cypoe.client import Client
 from cypoe.tcpmulti import TCPMulti, Conn
 
 #: The process's default Kernel.
-kernel = default_kernel()
+kernel: Kernel = default_kernel()
 
 
-def run():
+def run() -> None:
     """Run the default kernel (``cypoe.kernel.run()``)."""
     return kernel.run()
 
 
-def stop():
+def stop() -> None:
     """Stop the default kernel (``cypoe.kernel.stop()``)."""
     return kernel.stop()
 

@@ -1,6 +1,8 @@
 """Plumbing shared by Server, Client and TCPMulti: parameter checks, the
 kernel registration that makes SIGINT/SIGTERM shut a component down, and its
 removal when the component ends."""
+from __future__ import annotations
+
 from cypoe import _kernel
 
 
@@ -84,7 +86,7 @@ def check_states(states):
     return dict(states)
 
 
-def check_args(name, args):
+def check_args(name: str, args: object) -> tuple[object, ...]:
     if not isinstance(args, (tuple, list)):
         raise TypeError(f"{name}: expected a tuple or list")
     return tuple(args)

@@ -4,6 +4,8 @@ One outbound connection at a time, with reconnects.  The connection itself is
 a compiled ``ClientLink`` (a ReadWrite); this module holds the parameters,
 the connect/reconnect logic and the client's life cycle.
 """
+from __future__ import annotations
+
 import errno
 import logging
 import os
@@ -16,6 +18,16 @@ from cypoe.errors import CypoeError
 from cypoe._component import (callable_or_none, check_args, choose_filters, check_marks,
                               check_states, check_timeout, client_tls_context, enlist,
                               resolve_kernel, retire)
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl as _ssl
+
+    from cypoe._components import ClientLink
+    from cypoe._kernel import Kernel, Timer
+    from cypoe.filters import FilterSpec
 
 __all__ = ["Client"]
 
@@ -43,14 +55,40 @@ class Client:
     """A TCP client (POE::Component::Client::TCP); the Client page of the
     documentation describes every parameter and callback."""
 
-    def __init__(self, *, remote_address, remote_port=None, bind_address=None,
-                 bind_port=None, domain=None, connect_timeout=None, alias=None, args=(),
-                 started=None, connected=None, connect_error=None, disconnected=None,
-                 server_input, server_error=None, server_flushed=None,
-                 filter=None, input_filter=None, output_filter=None,
-                 high_mark=None, low_mark=None, server_high=None, server_low=None,
-                 pre_connect=None, ssl=None, server_hostname=None,
-                 states=None, autoconnect=True, kernel=None):
+    kernel: Kernel
+    remote_address: str
+    remote_port: int | None
+    bind_address: str | None
+    bind_port: int | None
+    domain: int | None
+    alias: str | None
+    args: tuple[Any, ...]
+    heap: dict[Any, Any]
+    server_hostname: str | None
+    shutting_down: bool
+
+    def __init__(self, *, remote_address: str, remote_port: int | None = None,
+                 bind_address: str | None = None, bind_port: int | None = None,
+                 domain: int | None = None, connect_timeout: float | None = None,
+                 alias: str | None = None, args: tuple[Any, ...] | list[Any] = (),
+                 started: Callable[..., Any] | None = None,
+                 connected: Callable[..., Any] | None = None,
+                 connect_error: Callable[..., Any] | None = None,
+                 disconnected: Callable[..., Any] | None = None,
+                 server_input: Callable[..., Any],
+                 server_error: Callable[..., Any] | None = None,
+                 server_flushed: Callable[..., Any] | None = None,
+                 filter: FilterSpec | None = None,
+                 input_filter: FilterSpec | None = None,
+                 output_filter: FilterSpec | None = None,
+                 high_mark: int | None = None, low_mark: int | None = None,
+                 server_high: Callable[..., Any] | None = None,
+                 server_low: Callable[..., Any] | None = None,
+                 pre_connect: Callable[..., Any] | None = None,
+                 ssl: bool | _ssl.SSLContext | None = None,
+                 server_hostname: str | None = None,
+                 states: Mapping[str, Callable[..., Any]] | None = None,
+                 autoconnect: bool = True, kernel: Kernel | None = None) -> None:
         k = resolve_kernel(kernel)
         if not callable(server_input):
             raise TypeError(f"server_input: expected a callable, not "
@@ -78,7 +116,7 @@ class Client:
                                 (high_mark, low_mark, server_high, server_low))
         self._connect_timeout = check_timeout("connect_timeout", connect_timeout)
         states = check_states(states)
-        args = check_args("args", args)
+        args_t = check_args("args", args)
         self._tls = client_tls_context(ssl)
         if self._tls is None and server_hostname is not None:
             raise TypeError("server_hostname: needs ssl")
@@ -90,7 +128,7 @@ class Client:
         self.bind_port = bind_port
         self.domain = domain
         self.alias = alias
-        self.args = args
+        self.args = args_t
         self.heap = {}
         self.server_hostname = server_hostname
         self._states = states
@@ -111,7 +149,7 @@ class Client:
         self._core = core
         self._link = None
         self._attempt = 0          # bumped by every connect/reconnect request
-        self._timers = []
+        self._timers: list[Timer] = []
         self._ended = False
         self.shutting_down = False
         self._hook = enlist(self, k, alias, self.shutdown)
@@ -142,7 +180,7 @@ class Client:
 
     # -- connecting ------------------------------------------------------------
 
-    def connect(self, address=None, port=None):
+    def connect(self, address: str | None = None, port: int | None = None) -> None:
         """Connect (dropping the current connection first, without
         ``disconnected``); a new address/port is kept for reconnects."""
         if self._ended:
@@ -173,7 +211,7 @@ class Client:
             resolve_async(self.kernel, self.remote_address, self.remote_port, self.domain,
                           resolved)
 
-    def reconnect(self):
+    def reconnect(self) -> None:
         """Drop the current connection (pending output lost, no
         ``disconnected``) and connect again."""
         self.connect()
@@ -381,21 +419,21 @@ class Client:
     # -- public --------------------------------------------------------------
 
     @property
-    def connected(self):
+    def connected(self) -> bool:
         link = self._link
         return link is not None and link.connected
 
     @property
-    def wheel(self):
+    def wheel(self) -> ClientLink | None:
         """The current connection's ReadWrite, or None."""
         return self._link
 
     @property
-    def local_addr(self):
+    def local_addr(self) -> Any:
         link = self._link
         return link.local_addr if link is not None else None
 
-    def put(self, *records):
+    def put(self, *records: Any) -> bool:
         """Send records to the server; returns True while buffered output is
         at or above high_mark."""
         link = self._link
@@ -403,7 +441,7 @@ class Client:
             raise CypoeError("put: the Client is not connected")
         return link.put(*records)
 
-    def shutdown(self):
+    def shutdown(self) -> None:
         """Flush pending output, disconnect (``disconnected`` runs), end."""
         if self._ended:
             return
@@ -423,7 +461,7 @@ class Client:
             return
         link.graceful()
 
-    def delay(self, seconds, event, *args):
+    def delay(self, seconds: float, event: str | Callable[..., Any], *args: Any) -> Timer:
         """After ``seconds``, deliver ``event``: a state name, ``"shutdown"``,
         ``"reconnect"``, ``"connect"``, or a callable called as
         ``event(client, *args)``.  Returns a Timer; a pending delay keeps the
@@ -437,7 +475,7 @@ class Client:
         self._timers.append(t)
         return t
 
-    def post(self, event, *args):
+    def post(self, event: str | Callable[..., Any], *args: Any) -> bool:
         """Queue ``event`` for this client."""
         if not (isinstance(event, str) or callable(event)):
             raise TypeError(f"event: expected a state name or a callable, not "
@@ -448,10 +486,10 @@ class Client:
         return True
 
     @property
-    def ended(self):
+    def ended(self) -> bool:
         return self._ended
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         state = "connected" if self.connected else ("ended" if self._ended else "idle")
         where = (self.remote_address if self.remote_port is None
                  else f"{self.remote_address}:{self.remote_port}")

@@ -6,6 +6,11 @@ malformed; inside a ReadWrite they become error events (operation
 ``"filter"``, ``errno.EMSGSIZE``) instead of exceptions.
 """
 
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
 __all__ = [
     "CypoeError",
     "FilterError",
@@ -28,7 +33,9 @@ class FilterError(CypoeError, ValueError):
     that came before it.
     """
 
-    def __init__(self, message="", records=None):
+    records: list[Any]
+
+    def __init__(self, message: str = "", records: Iterable[Any] | None = None) -> None:
         super().__init__(message)
         self.records = list(records) if records else []
 

@@ -5,13 +5,23 @@ work (input, errors, flushing, timeouts) is compiled in ``cypoe._components``;
 this module validates parameters and does the bookkeeping that happens once
 per server or once per connection.
 """
+from __future__ import annotations
+
 import logging
 import socket
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from cypoe._component import (callable_or_none, check_args, check_marks, choose_filters,
                               check_states, check_timeout, enlist, resolve_kernel, retire)
 from cypoe._components import Connection, _ServerCore, call_user
 from cypoe.errors import CypoeError
+
+if TYPE_CHECKING:
+    import ssl as _ssl
+
+    from cypoe._kernel import Kernel
+    from cypoe.filters import FilterSpec
 
 __all__ = ["Server", "Connection"]
 
@@ -28,15 +38,38 @@ class Server:
     """A TCP server (POE::Component::Server::TCP); the Server page of the
     documentation describes every parameter and callback."""
 
-    def __init__(self, *, port=0, address=None, hostname=None, domain=socket.AF_INET,
-                 alias=None, concurrency=-1, reuse_port=False, listen_queue=None,
-                 acceptor=None, error=None, started=None, stopped=None, listener_args=(),
-                 client_input=None, client_connected=None, client_disconnected=None,
-                 client_error=None, client_flushed=None, client_pre_connect=None,
-                 client_filter=None, client_input_filter=None, client_output_filter=None,
-                 client_args=(), client_shutdown_on_error=True,
-                 high_mark=None, low_mark=None, client_high=None, client_low=None,
-                 client_input_timeout=None, ssl=None, states=None, kernel=None):
+    kernel: Kernel
+    alias: str | None
+    address: str | None
+    listener_args: tuple[Any, ...]
+
+    def __init__(self, *, port: int | str = 0, address: str | None = None,
+                 hostname: str | None = None, domain: int = socket.AF_INET,
+                 alias: str | None = None, concurrency: int = -1, reuse_port: bool = False,
+                 listen_queue: int | None = None,
+                 acceptor: Callable[..., Any] | None = None,
+                 error: Callable[..., Any] | None = None,
+                 started: Callable[..., Any] | None = None,
+                 stopped: Callable[..., Any] | None = None,
+                 listener_args: tuple[Any, ...] | list[Any] = (),
+                 client_input: Callable[..., Any] | None = None,
+                 client_connected: Callable[..., Any] | None = None,
+                 client_disconnected: Callable[..., Any] | None = None,
+                 client_error: Callable[..., Any] | None = None,
+                 client_flushed: Callable[..., Any] | None = None,
+                 client_pre_connect: Callable[..., Any] | None = None,
+                 client_filter: FilterSpec | None = None,
+                 client_input_filter: FilterSpec | None = None,
+                 client_output_filter: FilterSpec | None = None,
+                 client_args: tuple[Any, ...] | list[Any] = (),
+                 client_shutdown_on_error: bool = True,
+                 high_mark: int | None = None, low_mark: int | None = None,
+                 client_high: Callable[..., Any] | None = None,
+                 client_low: Callable[..., Any] | None = None,
+                 client_input_timeout: float | None = None,
+                 ssl: _ssl.SSLContext | None = None,
+                 states: Mapping[str, Callable[..., Any]] | None = None,
+                 kernel: Kernel | None = None) -> None:
         k = resolve_kernel(kernel)
         if (acceptor is None) == (client_input is None):
             raise TypeError("acceptor/client_input: exactly one of them is required")
@@ -69,8 +102,8 @@ class Server:
                                 (high_mark, low_mark, client_high, client_low))
         timeout = check_timeout("client_input_timeout", client_input_timeout)
         states = check_states(states)
-        listener_args = check_args("listener_args", listener_args)
-        client_args = check_args("client_args", client_args)
+        listener_args_t = check_args("listener_args", listener_args)
+        client_args_t = check_args("client_args", client_args)
         tls_context = None
         if ssl is not None and ssl is not False:
             import ssl as ssl_mod
@@ -85,7 +118,7 @@ class Server:
                 raise TypeError("hostname: expected a str")
             try:
                 infos = socket.getaddrinfo(hostname, None, domain, socket.SOCK_STREAM)
-                address = infos[0][4][0]
+                address = str(infos[0][4][0])
             except socket.gaierror as exc:
                 address = None
                 self._resolve_error = exc
@@ -93,7 +126,7 @@ class Server:
         self.alias = alias
         self.address = None
         self._sockname = None
-        self.listener_args = listener_args
+        self.listener_args = listener_args_t
         self._states = states
         self._started_cb = started
         self._stopped_cb = stopped
@@ -113,7 +146,7 @@ class Server:
         if client_input is not None:
             core.in_filter = in_filter
             core.out_filter = out_filter
-        core.client_args = client_args
+        core.client_args = client_args_t
         core.shutdown_on_error = bool(client_shutdown_on_error)
         core.input_timeout = timeout
         core.high_mark = high
@@ -125,10 +158,10 @@ class Server:
         self._hook = enlist(self, k, alias, self._signal_shutdown)
 
         if hostname is not None and address is None:
-            exc = self._resolve_error
+            resolve_error = self._resolve_error
             core.listener = None
-            k.call_soon_threadsafe(self._listen_failed, "resolve", exc.errno or 0,
-                                   exc.strerror or str(exc))
+            k.call_soon_threadsafe(self._listen_failed, "resolve", resolve_error.errno or 0,
+                                   resolve_error.strerror or str(resolve_error))
             return
         bind_address = address
         if bind_address is None and domain != socket.AF_UNIX:
@@ -209,27 +242,27 @@ class Server:
     # -- public --------------------------------------------------------------
 
     @property
-    def port(self):
+    def port(self) -> int | None:
         """The bound port (known as soon as the Server is constructed)."""
         s = getattr(self, "_sockname", None)
         return s[1] if isinstance(s, tuple) else None
 
     @property
-    def connections(self):
+    def connections(self) -> int:
         return self._core.count
 
     @property
-    def concurrency(self):
+    def concurrency(self) -> int:
         return self._core.concurrency
 
     @property
-    def started(self):
+    def started(self) -> bool:
         return self._bound
 
-    def getsockname(self):
+    def getsockname(self) -> Any:
         return self._sockname
 
-    def set_concurrency(self, n):
+    def set_concurrency(self, n: int) -> None:
         """Change the connection limit; takes effect at once, both ways."""
         if isinstance(n, bool) or not isinstance(n, int):
             raise TypeError(f"concurrency: expected an int, not {type(n).__name__}")
@@ -238,11 +271,11 @@ class Server:
         self._core.concurrency = n
         self._core.check_concurrency()
 
-    def disconnected(self):
+    def disconnected(self) -> None:
         """For a custom acceptor: one of its connections has ended."""
         self._core.disconnected()
 
-    def shutdown(self, *, connections=False):
+    def shutdown(self, *, connections: bool = False) -> None:
         """Stop accepting now; open connections finish; ``stopped`` runs after
         the last one has ended.  With ``connections=True`` (a cypoe addition)
         every open connection is also shut down gracefully: input ignored,
@@ -253,6 +286,6 @@ class Server:
         if connections:
             self._core.shutdown_connections()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return (f"<cypoe.Server port={self.port} connections={self._core.count}"
                 f"{' ended' if self._ended else ''}>")

@@ -5,7 +5,11 @@ compiled ``Conn`` (a ReadWrite with an id, an address and a lazily created
 heap; no Python socket, dict or session of its own); timeouts are deadlines
 checked by one sweep for the whole component.
 """
+from __future__ import annotations
+
 import socket
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
 
 from cypoe import _kernel
 from cypoe._components import Conn, _MultiCore, call_soon, call_user
@@ -14,6 +18,12 @@ from cypoe.errors import CypoeError
 from cypoe._component import (ShutdownHook, callable_or_none, check_args, choose_filters,
                               check_states, check_timeout, client_tls_context, resolve_kernel,
                               retire)
+
+if TYPE_CHECKING:
+    import ssl as _ssl
+
+    from cypoe._kernel import Kernel, Session, Timer
+    from cypoe.filters import FilterSpec
 
 __all__ = ["TCPMulti", "Conn"]
 
@@ -39,13 +49,29 @@ class TCPMulti:
     (``kernel.post(alias, "connect", address, port)``).
     """
 
-    def __init__(self, *, on_input, on_success=None, on_failure=None, on_error=None,
-                 on_disconnected=None, on_timeout=None, on_initialize=None,
-                 filter=None, input_filter=None, output_filter=None,
-                 connect_timeout=DEFAULT_CONNECT_TIMEOUT,
-                 input_timeout=DEFAULT_INPUT_TIMEOUT, domain=None, bind_address=None,
-                 alias=None, states=None, args=(), kernel=None, ssl=None,
-                 server_hostname=None, tls_timeout=10.0):
+    kernel: Kernel
+    alias: str | None
+    session: Session | None
+    heap: dict[Any, Any]
+
+    def __init__(self, *, on_input: Callable[..., Any],
+                 on_success: Callable[..., Any] | None = None,
+                 on_failure: Callable[..., Any] | None = None,
+                 on_error: Callable[..., Any] | None = None,
+                 on_disconnected: Callable[..., Any] | None = None,
+                 on_timeout: Callable[..., Any] | None = None,
+                 on_initialize: Callable[..., Any] | None = None,
+                 filter: FilterSpec | None = None,
+                 input_filter: FilterSpec | None = None,
+                 output_filter: FilterSpec | None = None,
+                 connect_timeout: float | None = DEFAULT_CONNECT_TIMEOUT,
+                 input_timeout: float | None = DEFAULT_INPUT_TIMEOUT,
+                 domain: int | None = None, bind_address: str | None = None,
+                 alias: str | None = None,
+                 states: Mapping[str, Callable[..., Any]] | None = None,
+                 args: tuple[Any, ...] | list[Any] = (), kernel: Kernel | None = None,
+                 ssl: bool | _ssl.SSLContext | None = None,
+                 server_hostname: str | None = None, tls_timeout: float = 10.0) -> None:
         k = resolve_kernel(kernel)
         if not callable(on_input):
             raise TypeError(f"on_input: expected a callable, not {type(on_input).__name__}")
@@ -178,8 +204,10 @@ class TCPMulti:
 
     # -- connections -----------------------------------------------------------
 
-    def connect(self, address, port, *, bind_address=None, bind_port=None,
-                connect_timeout=None, input_timeout=None, heap=None):
+    def connect(self, address: str, port: int, *, bind_address: str | None = None,
+                bind_port: int | None = None, connect_timeout: float | None = None,
+                input_timeout: float | None = None,
+                heap: dict[Any, Any] | None = None) -> Conn:
         """Open a connection; returns its Conn at once (``on_initialize`` has
         run).  The outcome arrives as on_success or on_failure."""
         if self._ended or self._core.dying:
@@ -257,21 +285,21 @@ class TCPMulti:
             return conn_or_id
         return self._core.conns.get(conn_or_id)
 
-    def send(self, conn_or_id, *records):
+    def send(self, conn_or_id: Conn | int, *records: Any) -> bool:
         """Queue records on a connection (no-op for one that is gone)."""
         c = self._conn(conn_or_id)
         if c is None or not c.connected:
             return False
         return c.put(*records)
 
-    def shutdown(self, conn_or_id):
+    def shutdown(self, conn_or_id: Conn | int) -> None:
         """Graceful close: flush, close, then on_disconnected.  Nothing for a
         connection that is already gone."""
         c = self._conn(conn_or_id)
         if c is not None:
             c.shutdown()
 
-    def die(self):
+    def die(self) -> None:
         """Shut every connection down gracefully and end the session: the
         TCPMulti is unusable from here on (until then it is usable, idle or
         not)."""
@@ -285,41 +313,41 @@ class TCPMulti:
 
     # -- session face ------------------------------------------------------------
 
-    def post(self, event, *args):
+    def post(self, event: str, *args: Any) -> bool:
         """Queue ``event`` for the session (False once the TCPMulti has ended)."""
         if self._ended or self._core.dying:
             return False
         return self._wake("post").post(event, *args)
 
-    def call(self, event, *args):
+    def call(self, event: str, *args: Any) -> Any:
         return self._wake("call").call(event, *args)
 
-    def delay(self, seconds, event, *args):
+    def delay(self, seconds: float, event: str, *args: Any) -> Timer:
         return self._wake("delay").delay(seconds, event, *args)
 
     @property
-    def connections(self):
+    def connections(self) -> int:
         """The number of connections (connecting or connected)."""
         return len(self._core.conns)
 
     @property
-    def ended(self):
+    def ended(self) -> bool:
         return self._ended
 
-    def __getitem__(self, conn_id):
+    def __getitem__(self, conn_id: int) -> Conn:
         c = self._core.conns.get(conn_id)
         if c is None:
             raise KeyError(conn_id)
         return c
 
-    def __contains__(self, conn_id):
+    def __contains__(self, conn_id: object) -> bool:
         return conn_id in self._core.conns
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[Conn]:
         return iter(list(self._core.conns.values()))
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._core.conns)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<cypoe.TCPMulti connections={len(self._core.conns)}>"
