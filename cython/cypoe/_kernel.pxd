@@ -109,6 +109,12 @@ cdef class Kernel:
     # Python halves of the components report through it too.
     cpdef void report_exception(self, str message, object exc, object obj=*)
     cdef int _run_once(self, double timeout) except -1
+    cdef int _iteration(self, double timeout) except -1
+    # Embedded in another loop (cypoe.aio): queued work pokes the wakeup fd.
+    cdef bint _poke_on_queue
+    cdef bint _iterating
+    cdef bint _poked
+    cdef void _queued(self) noexcept
     cdef int _ensure_fd(self, int fd) except -1
     cdef int _compact_heap(self) except -1
     cdef bint _has_work(self)

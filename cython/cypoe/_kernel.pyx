@@ -453,7 +453,22 @@ cdef class Kernel:
         if not h.dirty:
             h.dirty = True
             self._dirty.append(h)
+            if self._poke_on_queue:
+                self._queued()
         return 0
+
+    cdef void _queued(self) noexcept:
+        """Work was queued: when the kernel is embedded in another loop and
+        no iteration is running, wake that loop (once per iteration) so
+        the work is done, as if the call had come from a callback."""
+        if not self._iterating and not self._poked and self._wake_wfd >= 0:
+            self._poked = True
+            cp_wakeup_signal(self._wake_wfd)
+
+    def _set_embedded(self, bint on):
+        """For cypoe.aio: poke the wakeup fd when timers, events or output
+        are queued from outside an iteration (from the host loop's code)."""
+        self._poke_on_queue = on
 
     cdef Timer schedule(self, double when, object callback, tuple args,
                         Session session=None, bint keepalive=True):
@@ -470,6 +485,8 @@ cdef class Kernel:
         if keepalive:
             self.n_timers += 1
         _heap_push(self._heap, t)
+        if self._poke_on_queue:
+            self._queued()
         return t
 
     cdef int cancel_timer(self, Timer t) except -1:
@@ -505,12 +522,16 @@ cdef class Kernel:
 
     cdef int call_soon(self, object callback, tuple args) except -1:
         self._ready.append((callback, None, args))
+        if self._poke_on_queue:
+            self._queued()
         return 0
 
     cdef int enqueue_event(self, object target, str event, tuple args) except -1:
         if isinstance(target, Session):
             (<Session>target)._refs += 1
         self._ready.append((target, event, args))
+        if self._poke_on_queue:
+            self._queued()
         return 0
 
     cpdef void report_exception(self, str message, object exc, object obj=None):
@@ -561,6 +582,17 @@ cdef class Kernel:
         return 0
 
     cdef int _run_once(self, double timeout) except -1:
+        # While embedded in another loop, work queued from outside an
+        # iteration pokes the wakeup fd (see _queued); inside one it is
+        # seen by this iteration or the next.
+        self._iterating = True
+        self._poked = False
+        try:
+            return self._iteration(timeout)
+        finally:
+            self._iterating = False
+
+    cdef int _iteration(self, double timeout) except -1:
         cdef int n, i, fd, ev
         cdef int64_t timeout_ns
         cdef cp_event* evs = <cp_event*>self._events

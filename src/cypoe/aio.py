@@ -14,12 +14,12 @@ between wake-ups: an idle kernel costs the loop nothing.
             port = await cypoe.aio.started(server)
             ...
 
-Code running in asyncio (a coroutine, an aiohttp handler) that calls into
-cypoe -- ``conn.put()``, ``kernel.delay()``, ``session.post()`` -- changes
-the kernel's state without making its fd readable; the change is acted on at
-the next wake-up.  ``wakeup()`` asks for one at once (the awaitable helpers
-below do it themselves).  Code in cypoe callbacks needs nothing: the
-wake-up it runs in re-arms the loop.
+Code running in asyncio (a coroutine, an aiohttp handler) may call into
+cypoe directly -- ``conn.put()``, ``kernel.delay()``, ``session.post()``:
+while embedded, the kernel pokes its own wakeup fd when such a call queues
+work outside one of its iterations, so the loop runs it at once (one poke
+per iteration, however many calls).  ``wakeup()`` asks for a wake-up
+explicitly.
 
 Signals are asyncio's: the kernel's ``signal()`` callbacks and its
 SIGINT/SIGTERM graceful shutdown are not installed in embedded mode; leaving
@@ -109,6 +109,7 @@ class EmbeddedKernel:
                 f"embed: the {k.backend!r} backend has no fd an asyncio loop can "
                 f"watch; use Kernel(backend='auto') (epoll or kqueue)") from None
         self.loop.add_reader(fd, self._on_ready)
+        k._set_embedded(True)       # work queued from asyncio code wakes the loop
         self._fd = fd
         self._closed = False
         _embeddings[id(k)] = self
@@ -124,6 +125,7 @@ class EmbeddedKernel:
         self._closed = True
         if _embeddings.get(id(self.kernel)) is self:
             del _embeddings[id(self.kernel)]
+        self.kernel._set_embedded(False)
         if not self.loop.is_closed():
             self.loop.remove_reader(self._fd)
         self._cancel_timer()

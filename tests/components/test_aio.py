@@ -381,3 +381,30 @@ def test_the_gateway_example_runs(loop):
     assert "client: 7 answers through the gateway" in p.stdout
     assert p.stdout.splitlines()[-1] == ("OK 7 lines upper-cased by the cypoe service behind "
                                          "an asyncio gateway; components left: 0")
+
+
+def test_calls_from_asyncio_code_need_no_wakeup(k, loop_factory):
+    """put(), delay() and post() made in a coroutine take effect without
+    cypoe.aio.wakeup(): the embedded kernel pokes its own wakeup fd.  With no
+    other timer armed (the connection's input timeout is off), nothing else
+    would wake it."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        conns = []
+        got = loop.create_future()
+        server = cypoe.Server(port=0, address="127.0.0.1", kernel=k,
+                              client_connected=conns.append,
+                              client_input=lambda c, line: None)
+        port = await cypoe.aio.started(server)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        while not conns:
+            await asyncio.sleep(0.01)
+        conns[0].put(b"from asyncio")          # no wakeup() after it
+        line = await reader.readline()
+        k.delay(0.0, lambda: got.set_result("timer"))    # nor after this
+        fired = await got
+        writer.close()
+        await writer.wait_closed()
+        return line, fired
+
+    assert run(main(), k, loop_factory) == (b"from asyncio\r\n", "timer")
