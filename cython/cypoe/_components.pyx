@@ -22,6 +22,7 @@ from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL
 from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
 from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py, install_fast_put
 from cypoe._filters cimport FilterBase
+from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_CORES, cp_debug_counters
 
 import errno as _errno
 import logging
@@ -31,6 +32,13 @@ import socket as _socket
 from cypoe.errors import CypoeError
 
 cdef object _log = logging.getLogger("cypoe")
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
+
 
 cdef extern from "<sys/socket.h>" nogil:
     ctypedef unsigned int socklen_t
@@ -142,6 +150,10 @@ cdef class _Core:
         self.conns = {}
         self._sweep_interval = 0.0
         self._sweep_timer = None
+        CP_DBG_INC(CP_DBG_CORES)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_CORES)
 
     cdef int arm(self, _Link link, double seconds) except -1:
         """Start (or restart, or with 0 stop) ``link``'s timeout."""

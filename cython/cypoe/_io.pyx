@@ -21,6 +21,9 @@ from posix.unistd cimport close as c_close, read as c_read, write as c_write
 from cypoe._kernel cimport Kernel, Handler, Timer, EV_READ, EV_WRITE
 from cypoe._buffer cimport ByteBuffer
 from cypoe._filters cimport FilterBase
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_READWRITES,
+                                   CP_DBG_SOCKETFACTORIES, CP_DBG_LINGERING,
+                                   CP_DBG_TLS_STATES, cp_debug_counters)
 
 import errno as _errno
 import os
@@ -145,6 +148,13 @@ cdef enum:
     SF_UDP = 3
 
 cdef unsigned long long _next_id = 0
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
+
 
 cdef inline unsigned long long _new_id():
     global _next_id
@@ -330,6 +340,10 @@ cdef class _TLSState:
 
     def __cinit__(self):
         self.raw = ByteBuffer()
+        CP_DBG_INC(CP_DBG_TLS_STATES)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_TLS_STATES)
 
 
 cdef class TLS:

@@ -39,6 +39,7 @@ cdef class Timer:
     cdef Session session             # owner kept alive by this timer, or None
     cdef bint keepalive              # counts as work for run()
     cdef bint queued                 # still in the kernel's heap
+    cdef bint counted                # counted as pending (debug build's counters)
     cdef int _fire(self) except -1
 
 

@@ -31,6 +31,9 @@ import signal as _signal
 import threading
 
 from cypoe.errors import CypoeError
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_ADD, CP_DBG_KERNELS,
+                                   CP_DBG_HANDLERS, CP_DBG_TIMERS, CP_DBG_SESSIONS,
+                                   cp_debug_counters)
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
@@ -210,11 +213,17 @@ cdef class Timer:
     def __cinit__(self):
         self.queued = False
 
+    def __dealloc__(self):
+        if self.counted:        # dropped with its kernel, never fired
+            CP_DBG_DEC(CP_DBG_TIMERS)
+
     cdef int _fire(self) except -1:
         cdef object cb = self.callback
         cdef tuple args = self.args
         cdef Session s = self.session
         self.callback = None
+        self.counted = False
+        CP_DBG_DEC(CP_DBG_TIMERS)
         self.args = None
         if self.keepalive:
             self.kernel.n_timers -= 1
@@ -256,6 +265,7 @@ cdef class Kernel:
         self._wake_wfd = -1
         self._sig_rfd = -1
         self._sig_wfd = -1
+        CP_DBG_INC(CP_DBG_KERNELS)
 
     def __init__(self, backend="auto"):
         cdef int kind
@@ -334,8 +344,11 @@ cdef class Kernel:
 
     def __dealloc__(self):
         cdef int fd
+        CP_DBG_DEC(CP_DBG_KERNELS)
         if self._handlers != NULL:
             for fd in range(self._nhandlers_cap):
+                if self._handlers[fd] != NULL:
+                    CP_DBG_DEC(CP_DBG_HANDLERS)
                 Py_XDECREF(<PyObject*>self._handlers[fd])
             free(self._handlers)
             self._handlers = NULL
@@ -403,6 +416,7 @@ cdef class Kernel:
             if cp_poller_ctl(<cp_poller*>self._poller, fd, self._gens[fd], 0, interest) < 0:
                 raise OSError(errno, os.strerror(errno))
         Py_INCREF(h)
+        CP_DBG_INC(CP_DBG_HANDLERS)
         self._handlers[fd] = <void*>h
         h.fd = fd
         h.kernel = self
@@ -432,6 +446,7 @@ cdef class Kernel:
             cp_poller_ctl(<cp_poller*>self._poller, fd, self._gens[fd], h.interest, 0)
         self._gens[fd] += 1
         self._handlers[fd] = NULL
+        CP_DBG_DEC(CP_DBG_HANDLERS)
         h.fd = -1
         h.interest = 0
         if h.keepalive:
@@ -454,6 +469,8 @@ cdef class Kernel:
         t.seq = self._seq
         self._seq += 1
         t.callback = callback
+        t.counted = True
+        CP_DBG_INC(CP_DBG_TIMERS)
         t.args = args
         t.kernel = self
         t.session = session
@@ -470,6 +487,8 @@ cdef class Kernel:
             return 0
         t.callback = None
         t.args = None
+        t.counted = False
+        CP_DBG_DEC(CP_DBG_TIMERS)
         if t.keepalive:
             self.n_timers -= 1
         if t.queued:
@@ -1081,6 +1100,12 @@ cdef class Session:
     to it right after the constructor are delivered.
     """
 
+    def __cinit__(self, *args, **kwargs):
+        CP_DBG_INC(CP_DBG_SESSIONS)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_SESSIONS)
+
     def __init__(self, states, *, alias=None, heap=None, args=(), kernel=None):
         cdef Kernel k
         if not isinstance(states, dict):
@@ -1237,6 +1262,12 @@ def default_kernel():
     if _default is None:
         _default = Kernel()
     return _default
+
+
+def debug_counters():
+    """This module's debug counters (a dict), or None in a release build;
+    cypoe.debug_counters() sums every compiled module's."""
+    return cp_debug_counters()
 
 
 def _backend_available(name):

@@ -41,6 +41,10 @@ cdef class ReadWrite(Handler):
         self._high = 0
         self._low = 0
         self._out_msgs = 0
+        CP_DBG_INC(CP_DBG_READWRITES)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_READWRITES)
 
     def __init__(self, handle=None, *, input_handle=None, output_handle=None,
                  driver=None, filter=None, input_filter=None, output_filter=None,
@@ -1174,6 +1178,7 @@ cdef class _Linger(Handler):
             raise
         lg.timer = k.schedule(k.now() + seconds, lg._expire, (), None, False)
         _LingerSet.of(k).add()
+        CP_DBG_INC(CP_DBG_LINGERING)
         return 0
 
     cdef int on_readable(self) except -1:
@@ -1194,6 +1199,7 @@ cdef class _Linger(Handler):
             self.timer = None
         c_close(self.lfd)
         self.lfd = -1
+        CP_DBG_DEC(CP_DBG_LINGERING)
         _LingerSet.of(self.k).remove()
         return 0
 

@@ -12,6 +12,8 @@ into C.
 """
 cimport cython
 
+from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_RESP_COUNTERS, cp_debug_counters
+
 # where the parser is between two bytes
 cdef enum:
     S_START = 0        # at the start of a command
@@ -27,6 +29,12 @@ cdef enum:
     MAX_ARGS = 1024 * 1024
     MAX_INLINE = 64 * 1024
 cdef long long MAX_BULK = 512 * 1024 * 1024
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
 
 
 @cython.final
@@ -52,6 +60,10 @@ cdef class RespCounter:
     def __cinit__(self):
         self.state = S_START
         self.error = None
+        CP_DBG_INC(CP_DBG_RESP_COUNTERS)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_RESP_COUNTERS)
 
     def feed(self, const unsigned char[:] data):
         cdef Py_ssize_t i = 0, n = data.shape[0], take

@@ -37,11 +37,18 @@ from libc.errno cimport (errno, EINTR, EINPROGRESS, EALREADY, EMFILE, ENFILE, EN
 from posix.unistd cimport close as c_close
 
 from cypoe._kernel cimport Kernel, Handler, Timer, EV_READ
+from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_SCANS, cp_debug_counters
 
 import os
 import sys
 
 from cypoe.errors import CypoeError
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
 
 cdef extern from "_poller.h" nogil:
     ctypedef struct cp_event:
@@ -299,6 +306,7 @@ cdef class ConnectScan(Handler):
         self.slots = NULL
         self.ring = NULL
         self.rq = NULL
+        CP_DBG_INC(CP_DBG_SCANS)
 
     def __init__(self, Kernel kernel not None, ScanOrder order not None, ports, address_of,
                  on_result, *, int concurrency=1000, double rate=0.0, double timeout=2.0,
@@ -350,6 +358,7 @@ cdef class ConnectScan(Handler):
 
     def __dealloc__(self):
         cdef int fd
+        CP_DBG_DEC(CP_DBG_SCANS)
         if self.slots != NULL:
             for fd in range(self.nslots):
                 if self.slots[fd].busy:

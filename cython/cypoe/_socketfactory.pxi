@@ -69,6 +69,10 @@ cdef class SocketFactory(Handler):
     def __cinit__(self):
         self.id = _new_id()
         self._backoff_delay = BACKOFF_FIRST
+        CP_DBG_INC(CP_DBG_SOCKETFACTORIES)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_SOCKETFACTORIES)
 
     def __init__(self, *, socket_domain=_socket.AF_INET, socket_type=_socket.SOCK_STREAM,
                  socket_protocol=None, reuse=False, reuse_port=False,
