@@ -16,6 +16,7 @@ cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.object cimport PyTypeObject, traverseproc, visitproc, inquiry
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 from libc.stdint cimport uint32_t, uint64_t, int64_t
@@ -1067,6 +1068,55 @@ cdef class Kernel:
     def __repr__(self):
         return (f"<cypoe.Kernel backend={self.backend} handlers={self.n_handlers} "
                 f"timers={self.n_timers} sessions={len(self._sessions)}>")
+
+
+# The watchers array holds owned references that Cython's generated
+# tp_traverse does not see: a Kernel dropped while a watcher is registered
+# (watcher.kernel -> Kernel -> array -> watcher) would never be collected,
+# and neither would the watcher's fd be closed.  The Kernel's traverse and
+# clear slots are extended to visit and drop the array's references.
+cdef traverseproc _kernel_base_traverse = NULL
+cdef inquiry _kernel_base_clear = NULL
+
+
+cdef int _kernel_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
+    cdef Kernel k = <Kernel>o
+    cdef int fd, r
+    if _kernel_base_traverse != NULL:
+        r = _kernel_base_traverse(o, visit, arg)
+        if r:
+            return r
+    if k._handlers != NULL:
+        for fd in range(k._nhandlers_cap):
+            if k._handlers[fd] != NULL:
+                r = visit(<PyObject*>k._handlers[fd], arg)
+                if r:
+                    return r
+    return 0
+
+
+cdef int _kernel_clear(object o) noexcept:
+    cdef Kernel k = <Kernel>o
+    cdef int fd
+    cdef void* h
+    if k._handlers != NULL:
+        for fd in range(k._nhandlers_cap):
+            h = k._handlers[fd]
+            if h != NULL:
+                # The watcher keeps its fd number: one that owns its fd
+                # closes it when it is collected in turn.
+                k._handlers[fd] = NULL
+                CP_DBG_DEC(CP_DBG_HANDLERS)
+                Py_XDECREF(<PyObject*>h)
+    if _kernel_base_clear != NULL:
+        return _kernel_base_clear(o)
+    return 0
+
+
+_kernel_base_traverse = (<PyTypeObject*>Kernel).tp_traverse
+_kernel_base_clear = (<PyTypeObject*>Kernel).tp_clear
+(<PyTypeObject*>Kernel).tp_traverse = <traverseproc>_kernel_traverse
+(<PyTypeObject*>Kernel).tp_clear = <inquiry>_kernel_clear
 
 
 cdef double _seconds(object seconds) except? -1.0:

@@ -56,3 +56,22 @@ def test_debug_counters_count_what_is_made_and_released():
     del rw, t, k
     gc.collect()
     assert cypoe.debug_counters() == dict(start, pool_blocks=cypoe.debug_counters()["pool_blocks"])
+
+
+def test_a_dropped_kernel_with_a_registered_watcher_is_collected():
+    """The kernel's watcher array holds references the cycle collector must
+    see: a Kernel dropped while a ReadWrite is still registered is
+    collected, and with it the ReadWrite and its socket (the peer sees EOF)."""
+    import gc
+    import socket
+
+    k = cypoe.Kernel(backend="poll")
+    a, b = socket.socketpair()
+    rw = cypoe.ReadWrite(a, on_input=lambda rw, rec: None, kernel=k)
+    del rw, a, k
+    gc.collect()
+    b.settimeout(10)
+    try:
+        assert b.recv(1) == b""
+    finally:
+        b.close()
