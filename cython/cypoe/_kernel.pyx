@@ -5,7 +5,7 @@ One loop iteration (``_run_once``):
 
 1. wait for readiness (epoll | kqueue | poll) with the GIL released, for at
    most the time until the next timer (0 when work is already queued), to
-   the nanosecond: see _poller.h for how each backend does it;
+   the nanosecond: see includes/poller.h for how each backend does it;
 2. dispatch readiness to the watchers, found by fd index;
 3. run Python-level signal handlers, then deliver the signals;
 4. fire the timers that are due, in (due time, order set);
@@ -23,7 +23,7 @@ from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.errno cimport errno, EINTR
 from libc.math cimport ceil
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
-from posix.unistd cimport close as c_close
+from posix.unistd cimport close as fd_close
 
 import collections
 import logging
@@ -40,29 +40,12 @@ cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
                                PyObject* kwnames)
 
-cdef extern from "_poller.h" nogil:
-    ctypedef struct cp_event:
-        int fd
-        int events
-        uint32_t gen
-    ctypedef struct cp_poller:
-        int kind
-        int kfd
-    int CP_READ, CP_WRITE, CP_ERROR
-    int CP_BACKEND_EPOLL, CP_BACKEND_KQUEUE, CP_BACKEND_POLL
-    int CP_PRECISE_AUTO, CP_PRECISE_TIMERFD
-    int cp_backend_available(int kind)
-    int cp_default_backend()
-    int cp_poller_init(cp_poller* p, int kind, int max_events)
-    int cp_poller_enable_precise(cp_poller* p, int how)
-    const char* cp_poller_wait_mechanism(const cp_poller* p)
-    void cp_poller_close(cp_poller* p)
-    int cp_poller_ctl(cp_poller* p, int fd, uint32_t gen, int old_ev, int new_ev)
-    int cp_poller_wait_ns(cp_poller* p, cp_event* out, int max_out, int64_t timeout_ns)
-    int cp_pipe_open(int* rfd, int* wfd)
-    int cp_wakeup_open(int* rfd, int* wfd)
-    void cp_wakeup_signal(int wfd)
-    void cp_wakeup_drain(int rfd)
+from cypoe.includes.poller cimport (
+    cp_event, cp_poller, CP_READ, CP_WRITE, CP_ERROR, CP_BACKEND_EPOLL, CP_BACKEND_KQUEUE,
+    CP_BACKEND_POLL, CP_PRECISE_AUTO, CP_PRECISE_TIMERFD, cp_backend_available,
+    cp_default_backend, cp_poller_init, cp_poller_enable_precise, cp_poller_wait_mechanism,
+    cp_poller_close, cp_poller_ctl, cp_poller_wait_ns, cp_pipe_open, cp_wakeup_open,
+    cp_wakeup_signal, cp_wakeup_drain)
 
 cdef enum:
     MAX_EVENTS = 1024
@@ -364,14 +347,14 @@ cdef class Kernel:
         free(self.rbuf)
         self.rbuf = NULL
         if self._wake_rfd >= 0:
-            c_close(self._wake_rfd)
+            fd_close(self._wake_rfd)
         if self._wake_wfd >= 0 and self._wake_wfd != self._wake_rfd:
-            c_close(self._wake_wfd)
+            fd_close(self._wake_wfd)
         self._wake_rfd = self._wake_wfd = -1
         if self._sig_rfd >= 0:
-            c_close(self._sig_rfd)
+            fd_close(self._sig_rfd)
         if self._sig_wfd >= 0:
-            c_close(self._sig_wfd)
+            fd_close(self._sig_wfd)
         self._sig_rfd = self._sig_wfd = -1
 
     # ------------------------------------------------------------------
@@ -819,6 +802,7 @@ cdef class Kernel:
 
     @property
     def running(self):
+        """True while run() runs."""
         return self._running
 
     def time(self):
@@ -1063,6 +1047,7 @@ cdef class Kernel:
 
     @property
     def sessions(self):
+        """The number of sessions alive on this kernel."""
         return len(self._sessions)
 
     def __repr__(self):
@@ -1196,6 +1181,7 @@ cdef class Session:
 
     @property
     def alias(self):
+        """The session's alias, or None."""
         return self._alias
 
     cdef object _dispatch(self, str event, tuple args):

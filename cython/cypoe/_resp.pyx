@@ -49,13 +49,7 @@ cdef class RespCounter:
     missing ``$``, an inline line over 64 KiB) sets ``error`` to redis's
     message and stops the parse: the server answers with it and closes, as
     redis does."""
-    cdef int state
-    cdef long long num
-    cdef bint neg, digits, content
-    cdef long long args_left
-    cdef long long skip
-    cdef long long line_len
-    cdef readonly object error
+    # Attributes: _resp.pxd.
 
     def __cinit__(self):
         self.state = S_START

@@ -284,7 +284,7 @@ cdef class SocketFactory(Handler):
             sock = _socket.socket(self._domain, c_SOCK_STREAM | c_SOCK_NONBLOCK,
                                   self._proto, fd)
         except OSError:
-            c_close(fd)
+            fd_close(fd)
             return 0
         port = addr[1] if isinstance(addr, tuple) else None
         try:
@@ -443,10 +443,12 @@ cdef class SocketFactory(Handler):
 
     @property
     def paused(self):
+        """True while accepting is paused (pause_accept())."""
         return self._paused
 
     @property
     def closed(self):
+        """True once the SocketFactory is closed."""
         return self._closed
 
     def close(self):
