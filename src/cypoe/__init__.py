@@ -1,6 +1,7 @@
 """cypoe: POE's networking components for Python, with a Cython core.
 
-The public names are listed in ``__all__``; the contract is API.md.
+The public names are listed in ``__all__``; the documentation (docs/) says
+what each does, and docs/decisions.rst where it differs from POE.
 """
 
 __version__ = "0.1.0"

@@ -40,7 +40,8 @@ def resolve_async(kernel, host, port, family, on_done):
 
 
 class Client:
-    """A TCP client (POE::Component::Client::TCP); see API.md "Client"."""
+    """A TCP client (POE::Component::Client::TCP); see the Client page of the
+    documentation (docs/client.rst)."""
 
     def __init__(self, *, remote_address, remote_port=None, bind_address=None,
                  bind_port=None, domain=None, connect_timeout=None, alias=None, args=(),

@@ -25,7 +25,8 @@ _CLIENT_PARAMS = (
 
 
 class Server:
-    """A TCP server (POE::Component::Server::TCP); see API.md "Server"."""
+    """A TCP server (POE::Component::Server::TCP); see the Server page of the
+    documentation (docs/server.rst)."""
 
     def __init__(self, *, port=0, address=None, hostname=None, domain=socket.AF_INET,
                  alias=None, concurrency=-1, reuse_port=False, listen_queue=None,

@@ -24,9 +24,11 @@ _RESERVED_STATES = ("connect", "send", "shutdown", "die")
 
 
 class TCPMulti:
-    """Many outbound TCP connections in one session; see API.md "TCPMulti".
+    """Many outbound TCP connections in one session
+    (POE::Component::Client::TCPMulti); see the TCPMulti page of the
+    documentation (docs/tcpmulti.rst).
 
-    Beyond API.md: ``ssl=True`` or an ``ssl.SSLContext`` runs TLS on every
+    Beyond POE: ``ssl=True`` or an ``ssl.SSLContext`` runs TLS on every
     connection (``on_success`` after the handshake; a failed or timed-out
     handshake is ``on_failure(conn, "tls", ...)``), ``server_hostname`` for
     SNI/verification, ``tls_timeout`` (default 10 s) bounds the handshake
