@@ -3,7 +3,9 @@
 Metadata lives in pyproject.toml; this file only declares the extensions.
 CYPOE_BUILD_ONLY=_kernel,_filters limits the build to those modules (for
 working on one layer while another does not compile yet).
-CYPOE_DEBUG=1 builds with -O0 -g and Cython's line tracing off.
+CYPOE_DEBUG=1 builds with -O0 -g and compiles in the debug counters
+(cython/cypoe/includes/debug.h, read with cypoe.debug_counters()); a
+release build has none of their code.
 CYPOE_ANNOTATE=1 writes cython -a HTML next to the sources.
 """
 import os
@@ -23,6 +25,7 @@ def extensions():
     wanted = set(only.split(",")) if only else None
     debug = os.environ.get("CYPOE_DEBUG") == "1"
     extra = ["-O0", "-g"] if debug else ["-O3"]
+    macros = [("CYPOE_DEBUG", "1")] if debug else []
     if sys.platform != "win32":
         extra.append("-Wno-unused-function")
     exts = []
@@ -38,6 +41,7 @@ def extensions():
                 [src],
                 include_dirs=[CYTHON_DIR],
                 extra_compile_args=extra,
+                define_macros=macros,
             )
         )
     return exts

@@ -18,6 +18,10 @@ from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memmove
 
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_BYTEBUFFERS,
+                                   CP_DBG_BUFFER_BLOCKS, CP_DBG_POOL_BLOCKS,
+                                   cp_debug_counters)
+
 # Blocks of the first size a buffer grows to are recycled through a small
 # free list: a connection's output buffer is released every time it drains
 # (so an idle connection holds no memory) and is needed again at the next
@@ -35,11 +39,19 @@ cdef int _pool_n = 0
 
 cdef inline void _release(char* p, Py_ssize_t cap) noexcept:
     global _pool_n
+    CP_DBG_DEC(CP_DBG_BUFFER_BLOCKS)
     if cap == POOL_BLOCK and _pool_n < POOL_MAX:
         _pool[_pool_n] = p
         _pool_n += 1
+        CP_DBG_INC(CP_DBG_POOL_BLOCKS)
     else:
         free(p)
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
 
 
 cdef class ByteBuffer:
@@ -54,9 +66,12 @@ cdef class ByteBuffer:
             self.data = <char*>malloc(capacity)
             if self.data == NULL:
                 raise MemoryError()
+            CP_DBG_INC(CP_DBG_BUFFER_BLOCKS)
             self.cap = capacity
+        CP_DBG_INC(CP_DBG_BYTEBUFFERS)
 
     def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_BYTEBUFFERS)
         if self.data != NULL:
             _release(self.data, self.cap)
             self.data = NULL
@@ -70,6 +85,8 @@ cdef class ByteBuffer:
         if self.data == NULL and n <= POOL_BLOCK and _pool_n > 0:
             _pool_n -= 1
             self.data = _pool[_pool_n]
+            CP_DBG_DEC(CP_DBG_POOL_BLOCKS)
+            CP_DBG_INC(CP_DBG_BUFFER_BLOCKS)
             self.cap = POOL_BLOCK
             self.start = 0
             self.end = 0
@@ -90,6 +107,8 @@ cdef class ByteBuffer:
         p = <char*>realloc(self.data, newcap)
         if p == NULL:
             raise MemoryError()
+        if self.data == NULL:
+            CP_DBG_INC(CP_DBG_BUFFER_BLOCKS)
         self.data = p
         self.cap = newcap
         return self.data + self.end
@@ -135,6 +154,7 @@ cdef class ByteBuffer:
         cdef char* p
         if live == 0:
             free(self.data)
+            CP_DBG_DEC(CP_DBG_BUFFER_BLOCKS)
             self.data = NULL
             self.cap = 0
             self.start = 0
@@ -143,6 +163,7 @@ cdef class ByteBuffer:
         if _pool_n > 0:
             _pool_n -= 1
             p = _pool[_pool_n]
+            CP_DBG_DEC(CP_DBG_POOL_BLOCKS)
         else:
             p = <char*>malloc(POOL_BLOCK)
             if p == NULL:

@@ -38,12 +38,16 @@ cdef class _Link(ReadWrite):
 
 cdef class Connection(_Link):
     cdef readonly object remote_ip
+    """The client's address (a str; ``"LOCAL"`` on a Unix socket)."""
     cdef readonly object remote_port
+    """The client's port (an int; None for a Unix socket)."""
     cdef readonly object remote_addr
+    """The client's address as the socket module gives it (a tuple, or a path)."""
 
 
 cdef class Conn(_Link):
     cdef readonly object addr
+    """The address connected to (a numeric str once resolved)."""
     cdef int _port
     # Per-connection timeouts in whole milliseconds (rounded up): 4 bytes
     # each keeps the object in a smaller allocation class, and 15,000 of

@@ -22,6 +22,8 @@ from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL
 from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
 from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py, install_fast_put
 from cypoe._filters cimport FilterBase
+from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_CORES, cp_debug_counters
+from cypoe.includes.socket cimport sockaddr, sockaddr_storage, socklen_t, getsockname
 
 import errno as _errno
 import logging
@@ -32,20 +34,16 @@ from cypoe.errors import CypoeError
 
 cdef object _log = logging.getLogger("cypoe")
 
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    cdef struct sockaddr_storage:
-        pass
-    int getsockname(int fd, void* addr, socklen_t* len)
 
-cdef enum:
-    S_CONNECTING = 1        # connect() in progress
-    S_CONNECTED = 2         # the "connected" callback has been delivered
-    S_SHUTTING = 4          # graceful shutdown: input ignored, output flushing
-    S_ENDED = 8             # closed; the terminal callback is queued or done
-    S_ERROR = 16            # an error event was delivered
-    S_RESOLVING = 32        # waiting for a name lookup
-    S_OPEN = 64             # the TCP connection is established
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
+
+
+
+# A connection's S_* state bits: includes/consts.pxd.
+from cypoe.includes.consts cimport *
 
 cdef double MIN_SWEEP = 0.005
 cdef double MAX_SWEEP = 1.0
@@ -142,6 +140,10 @@ cdef class _Core:
         self.conns = {}
         self._sweep_interval = 0.0
         self._sweep_timer = None
+        CP_DBG_INC(CP_DBG_CORES)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_CORES)
 
     cdef int arm(self, _Link link, double seconds) except -1:
         """Start (or restart, or with 0 stop) ``link``'s timeout."""
@@ -412,7 +414,7 @@ cdef class _Link(ReadWrite):
     def _sockname(self):
         cdef sockaddr_storage ss
         cdef socklen_t sl = sizeof(sockaddr_storage)
-        if getsockname(self.fd, <void*>&ss, &sl) < 0:
+        if getsockname(self.fd, <sockaddr*>&ss, &sl) < 0:
             return None
         return sockaddr_to_py(<void*>&ss, sl)
 
@@ -474,10 +476,12 @@ cdef class Connection(_Link):
 
     @property
     def server(self):
+        """The Server this connection belongs to."""
         return self.core.owner
 
     @property
     def port(self):
+        """The client's port (``remote_port``)."""
         return self.remote_port
 
     cdef int _on_input(self, object record) except -1:
@@ -743,6 +747,7 @@ cdef class Conn(_Link):
 
     @property
     def port(self):
+        """The port connected to."""
         return self._port
 
     def filter(self, f):
@@ -780,6 +785,7 @@ cdef class Conn(_Link):
 
     @property
     def multi(self):
+        """The TCPMulti this connection belongs to."""
         return self.core.owner
 
     cdef int _on_input(self, object record) except -1:

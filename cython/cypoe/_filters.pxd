@@ -50,7 +50,9 @@ cdef class Line(_Framing):
     cdef bytes out_term
     cdef object regexp
     cdef readonly Py_ssize_t max_length
+    """The longest line accepted, terminator excluded (bytes)."""
     cdef readonly object encoding # None or a codec name (str)
+    """The codec lines are decoded with and records encoded with, or None (bytes records)."""
     cdef bytes enc_name           # encoding as bytes, for PyUnicode_Decode
     cdef object record_decoder    # None or callable(bytes) -> record
     cdef bint plain               # no encoding, no record decoder
@@ -80,11 +82,13 @@ cdef class Block(_Framing):
     cdef object encode
     cdef object decode
     cdef readonly Py_ssize_t max_length
+    """The largest length-prefixed frame accepted (bytes); with ``block_size``, the block size."""
     cdef Py_ssize_t cur_hs        # header size of the frame at the buffer's head
     cdef Py_ssize_t cur_ps        # its payload size, or -1 when not decoded yet
     cdef unsigned long long skip_payload
     cdef bint bad_run
     cdef readonly unsigned long long garbage_bytes
+    """Bytes dropped before frame headers (non-digits where a length was expected)."""
     cdef dict kwargs
 
     cdef Py_ssize_t _parse(self, const char* base, Py_ssize_t n, list out,

@@ -679,6 +679,7 @@ cdef class Block(_Framing):
 
     @property
     def block_size(self):
+        """The fixed block size, or None when blocks are length-prefixed."""
         return self.bsize if self.codec_kind == CODEC_FIXED else None
 
     def clone(self):

@@ -58,6 +58,7 @@ cdef class _Callbacks:
 
 cdef class ReadWrite(Handler):
     cdef readonly unsigned long long id
+    """A number unique within the process (connection ids of the components too)."""
     cdef object _in_f                 # input filter (any Filter)
     cdef object _out_f                # output filter
     cdef FilterBase _cin              # _in_f when it is a built-in filter, else None
@@ -136,6 +137,7 @@ cdef class ReadWrite(Handler):
 
 cdef class SocketFactory(Handler):
     cdef readonly unsigned long long id
+    """A number unique within the process (connection ids of the components too)."""
     cdef Kernel _k
     cdef object _on_success, _on_failure
     cdef object _sock                 # listening / connecting / UDP socket object

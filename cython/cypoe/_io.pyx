@@ -16,11 +16,14 @@ from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, EMFILE,
                          ENFILE, ECONNABORTED, EPROTO, ENOBUFS, ENOMEM, EMSGSIZE,
                          ETIMEDOUT, EALREADY, ECONNRESET, ENETDOWN, EHOSTUNREACH)
 from libc.string cimport memset, memcpy, strlen
-from posix.unistd cimport close as c_close, read as c_read, write as c_write
+from posix.unistd cimport close as fd_close, read as c_read, write as c_write
 
 from cypoe._kernel cimport Kernel, Handler, Timer, EV_READ, EV_WRITE
 from cypoe._buffer cimport ByteBuffer
 from cypoe._filters cimport FilterBase
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_READWRITES,
+                                   CP_DBG_SOCKETFACTORIES, CP_DBG_LINGERING,
+                                   CP_DBG_TLS_STATES, cp_debug_counters)
 
 import errno as _errno
 import os
@@ -31,120 +34,28 @@ import threading
 from cypoe.errors import BufferOverflow, CypoeError, FilterError
 from cypoe._kernel import default_kernel as _default_kernel
 
-cdef extern from "<errno.h>":
-    int EWOULDBLOCK
-
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef unsigned short sa_family_t
-    struct sockaddr:
-        sa_family_t sa_family
-    struct sockaddr_storage:
-        sa_family_t ss_family
-    ssize_t recv(int fd, void* buf, size_t n, int flags)
-    ssize_t send(int fd, const void* buf, size_t n, int flags)
-    int socket(int domain, int type, int protocol)
-    int connect(int fd, const sockaddr* addr, socklen_t len)
-    int bind(int fd, const sockaddr* addr, socklen_t len)
-    int accept4(int fd, sockaddr* addr, socklen_t* len, int flags)
-    int shutdown(int fd, int how)
-    int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
-    int setsockopt(int fd, int level, int name, const void* val, socklen_t len)
-    int getsockname(int fd, sockaddr* addr, socklen_t* len)
-    int getpeername(int fd, sockaddr* addr, socklen_t* len)
-    int c_SOCK_NONBLOCK "SOCK_NONBLOCK"
-    int c_SOCK_CLOEXEC "SOCK_CLOEXEC"
-    int c_SOCK_STREAM "SOCK_STREAM"
-    int c_AF_INET "AF_INET"
-    int c_AF_INET6 "AF_INET6"
-    int c_AF_UNIX "AF_UNIX"
-    int SOL_SOCKET, SO_ERROR
-    int MSG_NOSIGNAL
-    int SHUT_RD, SHUT_WR
-
-cdef extern from "<fcntl.h>" nogil:
-    int fcntl(int fd, int cmd, ...)
-    int F_DUPFD_CLOEXEC
-
-cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        pass
-    struct in6_addr:
-        pass
-    struct sockaddr_in:
-        sa_family_t sin_family
-        unsigned short sin_port
-        in_addr sin_addr
-    struct sockaddr_in6:
-        sa_family_t sin6_family
-        unsigned short sin6_port
-        unsigned int sin6_flowinfo
-        in6_addr sin6_addr
-        unsigned int sin6_scope_id
-    unsigned short htons(unsigned short)
-    unsigned short ntohs(unsigned short)
-    unsigned int ntohl(unsigned int)
-    int c_IPPROTO_TCP "IPPROTO_TCP"
-
-cdef extern from "<netinet/tcp.h>" nogil:
-    int c_TCP_NODELAY "TCP_NODELAY"
-
-cdef extern from "<arpa/inet.h>" nogil:
-    int inet_pton(int af, const char* src, void* dst)
-    const char* inet_ntop(int af, const void* src, char* dst, socklen_t size)
-
-cdef extern from "<sys/un.h>" nogil:
-    struct sockaddr_un:
-        sa_family_t sun_family
-        char sun_path[108]
-
-cdef extern from *:
-    """
-    #include <stddef.h>
-    #include <sys/un.h>
-    #define CP_SUN_PATH_OFFSET offsetof(struct sockaddr_un, sun_path)
-    """
-    size_t CP_SUN_PATH_OFFSET
+from cypoe.includes.socket cimport (
+    EWOULDBLOCK, socklen_t, sa_family_t, sockaddr, sockaddr_storage, recv, send, socket,
+    connect, bind, accept4, shutdown, getsockopt, setsockopt, getsockname, getpeername,
+    c_SOCK_NONBLOCK, c_SOCK_CLOEXEC, c_SOCK_STREAM, c_AF_INET, c_AF_INET6, c_AF_UNIX,
+    SOL_SOCKET, SO_ERROR, MSG_NOSIGNAL, SHUT_RD, SHUT_WR, fcntl, F_DUPFD_CLOEXEC,
+    in_addr, in6_addr, sockaddr_in, sockaddr_in6, htons, ntohs, ntohl, c_IPPROTO_TCP,
+    c_TCP_NODELAY, inet_pton, inet_ntop, sockaddr_un, CP_SUN_PATH_OFFSET,
+    cp_discard_input, cp_input_waiting)
 
 
-# ReadWrite state bits.
-cdef enum:
-    F_CLOSED = 1
-    F_EOF = 2            # read side finished: EOF, read error, shutdown_input
-    F_PAUSED = 4
-    F_SHUT_OUT = 8       # shutdown_output asked: shut the write side once drained
-    F_WDONE = 16         # write side finished: shut down or failed
-    F_ABOVE = 32         # on_high fired, on_low not yet
-    F_CONNECTING = 64
-    F_BUSY = 128         # one of our callbacks is running
-    F_NOTSOCK = 256      # pipe / tty / file: read()/write() instead of recv/send
-    F_MARKS = 512
-    F_SWITCHED = 1024    # the input filter changed while a batch was delivered
-    F_DEAD = 2048        # a hard error was reported: no further error events
-    F_INBATCH = 4096
-    F_TLS = 8192
-
-# Event kinds (queued when raised from inside one of our own callbacks).
-cdef enum:
-    K_ERROR = 1
-    K_FLUSHED = 2
-    K_HIGH = 3
-    K_LOW = 4
-    K_CONNECTED = 5
-    K_HANDSHAKE = 6
-
-cdef enum:
-    LINGER_READ = 1 << 20    # input dropped per wakeup of a lingering socket
-    MAX_READS = 4          # reads per wakeup, so one busy peer cannot starve the rest
-    ACCEPT_BATCH = 64      # accepts per wakeup
-    TLS_READ = 65536
-
-cdef enum:
-    SF_LISTEN = 1
-    SF_CONNECT = 2
-    SF_UDP = 3
+# ReadWrite's state bits (F_*), queued event kinds (K_*), read/accept
+# limits and SocketFactory modes (SF_*): includes/consts.pxd.
+from cypoe.includes.consts cimport *
 
 cdef unsigned long long _next_id = 0
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
+
 
 cdef inline unsigned long long _new_id():
     global _next_id
@@ -249,7 +160,7 @@ cdef int nb_connect(int family, str host, int port, str bind_host, int bind_port
         if bind(fd, <sockaddr*>&bs, blen) < 0:
             err[0] = errno
             op[0] = "bind"
-            c_close(fd)
+            fd_close(fd)
             return -1
     while True:
         rc = connect(fd, <sockaddr*>&ss, slen)
@@ -259,7 +170,7 @@ cdef int nb_connect(int family, str host, int port, str bind_host, int bind_port
             break
     err[0] = errno
     op[0] = "connect"
-    c_close(fd)
+    fd_close(fd)
     return -1
 
 
@@ -330,6 +241,10 @@ cdef class _TLSState:
 
     def __cinit__(self):
         self.raw = ByteBuffer()
+        CP_DBG_INC(CP_DBG_TLS_STATES)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_TLS_STATES)
 
 
 cdef class TLS:
@@ -340,9 +255,13 @@ cdef class TLS:
     (clients); ``handshake_timeout`` is the handshake deadline in seconds.
     """
     cdef readonly object context
+    """The ssl.SSLContext."""
     cdef readonly bint server_side
+    """True on the accepting side of the connection."""
     cdef readonly object server_hostname
+    """The name checked against the certificate and sent for SNI, or None."""
     cdef readonly double handshake_timeout
+    """Seconds the handshake may take before it fails with ETIMEDOUT."""
 
     def __init__(self, context, server_side=False, server_hostname=None, *,
                  handshake_timeout=10.0):

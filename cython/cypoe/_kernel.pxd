@@ -32,6 +32,7 @@ cdef class Handler:
 
 cdef class Timer:
     cdef readonly double when
+    """When the timer fires, in kernel time (``Kernel.time()``, seconds)."""
     cdef uint64_t seq
     cdef object callback             # None once fired or cancelled
     cdef tuple args
@@ -39,12 +40,13 @@ cdef class Timer:
     cdef Session session             # owner kept alive by this timer, or None
     cdef bint keepalive              # counts as work for run()
     cdef bint queued                 # still in the kernel's heap
+    cdef bint counted                # counted as pending (debug build's counters)
     cdef int _fire(self) except -1
 
 
 cdef class Kernel:
     cdef int _backend_kind
-    cdef void* _poller               # cp_poller*, see _poller.h
+    cdef void* _poller               # cp_poller*, see includes/poller.h
     cdef void* _events               # cp_event[], filled by each wait
     cdef int _max_events
     cdef int64_t _last_timeout_ns    # of the last wait, -1: none (introspection)
@@ -55,11 +57,13 @@ cdef class Kernel:
     cdef uint32_t* _gens
     cdef int _nhandlers_cap
     cdef readonly int n_handlers      # registered handlers that keep run() alive
+    """Registered fd watchers that keep run() from returning."""
     cdef int _n_internal            # registered handlers that do not (wakeup fd)
     # Timers: binary heap ordered by (when, seq), lazy cancellation.
     cdef list _heap
     cdef uint64_t _seq
     cdef readonly Py_ssize_t n_timers      # active timers with keepalive
+    """Pending timers that keep run() from returning."""
     cdef Py_ssize_t _n_cancelled
     # Event queue: a list used as a FIFO with a moving head.
     cdef list _ready
@@ -131,7 +135,9 @@ cdef class Kernel:
 
 cdef class Session:
     cdef readonly uint64_t id
+    """The session's id, unique within its kernel (a post() target)."""
     cdef readonly Kernel kernel
+    """The kernel the session runs on."""
     cdef public dict heap
     cdef dict _states
     cdef object _alias
@@ -139,6 +145,7 @@ cdef class Session:
     cdef int _depth                   # handlers of this session running now
     cdef set _timers                  # its pending timers, cancelled by stop()
     cdef readonly bint stopped
+    """True once the session has ended (its ``_stop`` ran)."""
     cdef object _dispatch(self, str event, tuple args)
     cdef int _retain(self) except -1
     cdef int _release(self) except -1

@@ -5,7 +5,7 @@ One loop iteration (``_run_once``):
 
 1. wait for readiness (epoll | kqueue | poll) with the GIL released, for at
    most the time until the next timer (0 when work is already queued), to
-   the nanosecond: see _poller.h for how each backend does it;
+   the nanosecond: see includes/poller.h for how each backend does it;
 2. dispatch readiness to the watchers, found by fd index;
 3. run Python-level signal handlers, then deliver the signals;
 4. fire the timers that are due, in (due time, order set);
@@ -16,13 +16,14 @@ cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
 from cpython.exc cimport PyErr_CheckSignals
+from cpython.object cimport PyTypeObject, traverseproc, visitproc, inquiry
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memset
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.errno cimport errno, EINTR
 from libc.math cimport ceil
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
-from posix.unistd cimport close as c_close
+from posix.unistd cimport close as fd_close
 
 import collections
 import logging
@@ -31,6 +32,9 @@ import signal as _signal
 import threading
 
 from cypoe.errors import CypoeError
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_ADD, CP_DBG_KERNELS,
+                                   CP_DBG_HANDLERS, CP_DBG_TIMERS, CP_DBG_SESSIONS,
+                                   cp_debug_counters)
 
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
@@ -44,29 +48,12 @@ cdef extern from "includes/timerslack.h" nogil:
 # stretched by the default 50 us (see includes/timerslack.h).
 cdef long RUN_TIMER_SLACK_NS = 1000
 
-cdef extern from "_poller.h" nogil:
-    ctypedef struct cp_event:
-        int fd
-        int events
-        uint32_t gen
-    ctypedef struct cp_poller:
-        int kind
-        int kfd
-    int CP_READ, CP_WRITE, CP_ERROR
-    int CP_BACKEND_EPOLL, CP_BACKEND_KQUEUE, CP_BACKEND_POLL
-    int CP_PRECISE_AUTO, CP_PRECISE_TIMERFD
-    int cp_backend_available(int kind)
-    int cp_default_backend()
-    int cp_poller_init(cp_poller* p, int kind, int max_events)
-    int cp_poller_enable_precise(cp_poller* p, int how)
-    const char* cp_poller_wait_mechanism(const cp_poller* p)
-    void cp_poller_close(cp_poller* p)
-    int cp_poller_ctl(cp_poller* p, int fd, uint32_t gen, int old_ev, int new_ev)
-    int cp_poller_wait_ns(cp_poller* p, cp_event* out, int max_out, int64_t timeout_ns)
-    int cp_pipe_open(int* rfd, int* wfd)
-    int cp_wakeup_open(int* rfd, int* wfd)
-    void cp_wakeup_signal(int wfd)
-    void cp_wakeup_drain(int rfd)
+from cypoe.includes.poller cimport (
+    cp_event, cp_poller, CP_READ, CP_WRITE, CP_ERROR, CP_BACKEND_EPOLL, CP_BACKEND_KQUEUE,
+    CP_BACKEND_POLL, CP_PRECISE_AUTO, CP_PRECISE_TIMERFD, cp_backend_available,
+    cp_default_backend, cp_poller_init, cp_poller_enable_precise, cp_poller_wait_mechanism,
+    cp_poller_close, cp_poller_ctl, cp_poller_wait_ns, cp_pipe_open, cp_wakeup_open,
+    cp_wakeup_signal, cp_wakeup_drain)
 
 cdef enum:
     MAX_EVENTS = 1024
@@ -218,11 +205,17 @@ cdef class Timer:
     def __cinit__(self):
         self.queued = False
 
+    def __dealloc__(self):
+        if self.counted:        # dropped with its kernel, never fired
+            CP_DBG_DEC(CP_DBG_TIMERS)
+
     cdef int _fire(self) except -1:
         cdef object cb = self.callback
         cdef tuple args = self.args
         cdef Session s = self.session
         self.callback = None
+        self.counted = False
+        CP_DBG_DEC(CP_DBG_TIMERS)
         self.args = None
         if self.keepalive:
             self.kernel.n_timers -= 1
@@ -264,6 +257,7 @@ cdef class Kernel:
         self._wake_wfd = -1
         self._sig_rfd = -1
         self._sig_wfd = -1
+        CP_DBG_INC(CP_DBG_KERNELS)
 
     def __init__(self, backend="auto"):
         cdef int kind
@@ -342,8 +336,11 @@ cdef class Kernel:
 
     def __dealloc__(self):
         cdef int fd
+        CP_DBG_DEC(CP_DBG_KERNELS)
         if self._handlers != NULL:
             for fd in range(self._nhandlers_cap):
+                if self._handlers[fd] != NULL:
+                    CP_DBG_DEC(CP_DBG_HANDLERS)
                 Py_XDECREF(<PyObject*>self._handlers[fd])
             free(self._handlers)
             self._handlers = NULL
@@ -358,14 +355,14 @@ cdef class Kernel:
         free(self.rbuf)
         self.rbuf = NULL
         if self._wake_rfd >= 0:
-            c_close(self._wake_rfd)
+            fd_close(self._wake_rfd)
         if self._wake_wfd >= 0 and self._wake_wfd != self._wake_rfd:
-            c_close(self._wake_wfd)
+            fd_close(self._wake_wfd)
         self._wake_rfd = self._wake_wfd = -1
         if self._sig_rfd >= 0:
-            c_close(self._sig_rfd)
+            fd_close(self._sig_rfd)
         if self._sig_wfd >= 0:
-            c_close(self._sig_wfd)
+            fd_close(self._sig_wfd)
         self._sig_rfd = self._sig_wfd = -1
 
     # ------------------------------------------------------------------
@@ -411,6 +408,7 @@ cdef class Kernel:
             if cp_poller_ctl(<cp_poller*>self._poller, fd, self._gens[fd], 0, interest) < 0:
                 raise OSError(errno, os.strerror(errno))
         Py_INCREF(h)
+        CP_DBG_INC(CP_DBG_HANDLERS)
         self._handlers[fd] = <void*>h
         h.fd = fd
         h.kernel = self
@@ -440,6 +438,7 @@ cdef class Kernel:
             cp_poller_ctl(<cp_poller*>self._poller, fd, self._gens[fd], h.interest, 0)
         self._gens[fd] += 1
         self._handlers[fd] = NULL
+        CP_DBG_DEC(CP_DBG_HANDLERS)
         h.fd = -1
         h.interest = 0
         if h.keepalive:
@@ -477,6 +476,8 @@ cdef class Kernel:
         t.seq = self._seq
         self._seq += 1
         t.callback = callback
+        t.counted = True
+        CP_DBG_INC(CP_DBG_TIMERS)
         t.args = args
         t.kernel = self
         t.session = session
@@ -495,6 +496,8 @@ cdef class Kernel:
             return 0
         t.callback = None
         t.args = None
+        t.counted = False
+        CP_DBG_DEC(CP_DBG_TIMERS)
         if t.keepalive:
             self.n_timers -= 1
         if t.queued:
@@ -839,6 +842,7 @@ cdef class Kernel:
 
     @property
     def running(self):
+        """True while run() runs."""
         return self._running
 
     def time(self):
@@ -1088,11 +1092,61 @@ cdef class Kernel:
 
     @property
     def sessions(self):
+        """The number of sessions alive on this kernel."""
         return len(self._sessions)
 
     def __repr__(self):
         return (f"<cypoe.Kernel backend={self.backend} handlers={self.n_handlers} "
                 f"timers={self.n_timers} sessions={len(self._sessions)}>")
+
+
+# The watchers array holds owned references that Cython's generated
+# tp_traverse does not see: a Kernel dropped while a watcher is registered
+# (watcher.kernel -> Kernel -> array -> watcher) would never be collected,
+# and neither would the watcher's fd be closed.  The Kernel's traverse and
+# clear slots are extended to visit and drop the array's references.
+cdef traverseproc _kernel_base_traverse = NULL
+cdef inquiry _kernel_base_clear = NULL
+
+
+cdef int _kernel_traverse(PyObject* o, visitproc visit, void* arg) noexcept:
+    cdef Kernel k = <Kernel>o
+    cdef int fd, r
+    if _kernel_base_traverse != NULL:
+        r = _kernel_base_traverse(o, visit, arg)
+        if r:
+            return r
+    if k._handlers != NULL:
+        for fd in range(k._nhandlers_cap):
+            if k._handlers[fd] != NULL:
+                r = visit(<PyObject*>k._handlers[fd], arg)
+                if r:
+                    return r
+    return 0
+
+
+cdef int _kernel_clear(object o) noexcept:
+    cdef Kernel k = <Kernel>o
+    cdef int fd
+    cdef void* h
+    if k._handlers != NULL:
+        for fd in range(k._nhandlers_cap):
+            h = k._handlers[fd]
+            if h != NULL:
+                # The watcher keeps its fd number: one that owns its fd
+                # closes it when it is collected in turn.
+                k._handlers[fd] = NULL
+                CP_DBG_DEC(CP_DBG_HANDLERS)
+                Py_XDECREF(<PyObject*>h)
+    if _kernel_base_clear != NULL:
+        return _kernel_base_clear(o)
+    return 0
+
+
+_kernel_base_traverse = (<PyTypeObject*>Kernel).tp_traverse
+_kernel_base_clear = (<PyTypeObject*>Kernel).tp_clear
+(<PyTypeObject*>Kernel).tp_traverse = <traverseproc>_kernel_traverse
+(<PyTypeObject*>Kernel).tp_clear = <inquiry>_kernel_clear
 
 
 cdef double _seconds(object seconds) except? -1.0:
@@ -1125,6 +1179,12 @@ cdef class Session:
     in POE, a queued check looks at it once the loop runs, so events posted
     to it right after the constructor are delivered.
     """
+
+    def __cinit__(self, *args, **kwargs):
+        CP_DBG_INC(CP_DBG_SESSIONS)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_SESSIONS)
 
     def __init__(self, states, *, alias=None, heap=None, args=(), kernel=None):
         cdef Kernel k
@@ -1166,6 +1226,7 @@ cdef class Session:
 
     @property
     def alias(self):
+        """The session's alias, or None."""
         return self._alias
 
     cdef object _dispatch(self, str event, tuple args):
@@ -1282,6 +1343,12 @@ def default_kernel():
     if _default is None:
         _default = Kernel()
     return _default
+
+
+def debug_counters():
+    """This module's debug counters (a dict), or None in a release build;
+    cypoe.debug_counters() sums every compiled module's."""
+    return cp_debug_counters()
 
 
 def _backend_available(name):

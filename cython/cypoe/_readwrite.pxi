@@ -28,11 +28,12 @@ cdef Py_ssize_t _mark_value(object v, str name) except -1:
 cdef class ReadWrite(Handler):
     """Buffered, filtered I/O on a non-blocking handle (POE::Wheel::ReadWrite).
 
-    See API.md ("ReadWrite") and docs/readwrite.rst.  Callbacks receive the
-    ReadWrite first.  An exception raised by a callback is reported through
-    the kernel's exception handler (logger ``cypoe`` by default) and closes
-    this ReadWrite; the loop and every other connection go on.  A ReadWrite
-    owns its handle: ``close()`` closes it.
+    See the ReadWrite page of the documentation (docs/readwrite.rst).
+    Callbacks receive the ReadWrite first.  An exception raised by a
+    callback is reported through the kernel's exception handler (logger
+    ``cypoe`` by default) and closes this ReadWrite; the loop and every
+    other connection go on.  A ReadWrite owns its handle: ``close()``
+    closes it.
     """
 
     def __cinit__(self):
@@ -41,6 +42,10 @@ cdef class ReadWrite(Handler):
         self._high = 0
         self._low = 0
         self._out_msgs = 0
+        CP_DBG_INC(CP_DBG_READWRITES)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_READWRITES)
 
     def __init__(self, handle=None, *, input_handle=None, output_handle=None,
                  driver=None, filter=None, input_filter=None, output_filter=None,
@@ -590,8 +595,8 @@ cdef class ReadWrite(Handler):
             t = <_TLSState>self._x.tls
             if not t.done:
                 # A read or write failure before the handshake finished is a
-                # failed handshake, whatever the system call was (API.md:
-                # connect_error(c, "tls", ...)).
+                # failed handshake, whatever the system call was
+                # (connect_error(c, "tls", ...): docs/tls.rst).
                 op = "tls"
             if t.timer is not None:
                 self.kernel.cancel_timer(t.timer)
@@ -939,7 +944,7 @@ cdef class ReadWrite(Handler):
         if lfd < 0:
             return 0
         if shutdown(lfd, SHUT_WR) < 0 or cp_discard_input(lfd, LINGER_READ):
-            c_close(lfd)        # not connected any more, or the peer is done
+            fd_close(lfd)        # not connected any more, or the peer is done
             return 0
         try:
             _Linger.start(k, lfd, seconds)
@@ -977,7 +982,7 @@ cdef class ReadWrite(Handler):
                 pass
             self._sock = None
         elif fd >= 0:
-            c_close(fd)
+            fd_close(fd)
         if wfd >= 0:
             if self._x.wsock is not None:
                 try:
@@ -986,7 +991,7 @@ cdef class ReadWrite(Handler):
                     pass
                 self._x.wsock = None
             else:
-                c_close(wfd)
+                fd_close(wfd)
         self._obuf = None
         # Callbacks usually close over the ReadWrite: drop them to break the cycle.
         self._cbs = None
@@ -1074,18 +1079,22 @@ cdef class ReadWrite(Handler):
 
     @property
     def closed(self):
+        """True once close() ran (or an error closed the ReadWrite)."""
         return (self._flags & F_CLOSED) != 0
 
     @property
     def paused(self):
+        """True while input is paused (pause_input())."""
         return (self._flags & F_PAUSED) != 0
 
     @property
     def high_mark(self):
+        """The high watermark in bytes, or None when watermarks are off."""
         return self._high if self._flags & F_MARKS else None
 
     @property
     def low_mark(self):
+        """The low watermark in bytes, or None when watermarks are off."""
         return self._low if self._flags & F_MARKS else None
 
     def fileno(self):
@@ -1102,10 +1111,12 @@ cdef class ReadWrite(Handler):
 
     @property
     def local_addr(self):
+        """The socket's own address (getsockname), or None when closed or not a socket."""
         return _sockname(self.fd, False)
 
     @property
     def peer_addr(self):
+        """The peer's address (getpeername), or None when closed, not a socket or not connected."""
         return _sockname(self.fd, True)
 
     @property
@@ -1118,39 +1129,6 @@ cdef class ReadWrite(Handler):
     def __repr__(self):
         return f"<ReadWrite id={self.id} fd={self.fd}{' closed' if self.closed else ''}>"
 
-
-
-cdef extern from *:
-    """
-    #include <sys/socket.h>
-    #include <errno.h>
-    /* Read and drop what is waiting on fd, up to limit bytes.  Returns 1
-       when the peer is done (EOF, or an error other than EAGAIN/EINTR), 0
-       when nothing more is waiting now. */
-    static int cp_discard_input(int fd, Py_ssize_t limit) {
-        char buf[16384];
-        Py_ssize_t total = 0;
-        ssize_t n;
-        while (total < limit) {
-            n = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-            if (n > 0) { total += n; continue; }
-            if (n == 0) return 1;
-            if (errno == EINTR) continue;
-            return (errno == EAGAIN || errno == EWOULDBLOCK) ? 0 : 1;
-        }
-        return 0;
-    }
-    #include <sys/ioctl.h>
-    /* Is unread input waiting on fd (or can that not be told)? */
-    static int cp_input_waiting(int fd) {
-        int n = 0;
-        if (ioctl(fd, FIONREAD, &n) < 0)
-            return 1;
-        return n > 0;
-    }
-    """
-    int cp_discard_input(int fd, Py_ssize_t limit) nogil
-    int cp_input_waiting(int fd) nogil
 
 
 @cython.final
@@ -1170,10 +1148,11 @@ cdef class _Linger(Handler):
         try:
             k.register(lg, lfd, EV_READ, False)
         except BaseException:
-            c_close(lfd)
+            fd_close(lfd)
             raise
         lg.timer = k.schedule(k.now() + seconds, lg._expire, (), None, False)
         _LingerSet.of(k).add()
+        CP_DBG_INC(CP_DBG_LINGERING)
         return 0
 
     cdef int on_readable(self) except -1:
@@ -1192,13 +1171,11 @@ cdef class _Linger(Handler):
         if self.timer is not None:
             self.k.cancel_timer(self.timer)
             self.timer = None
-        c_close(self.lfd)
+        fd_close(self.lfd)
         self.lfd = -1
+        CP_DBG_DEC(CP_DBG_LINGERING)
         _LingerSet.of(self.k).remove()
         return 0
-
-
-cdef dict _linger_sets = {}     # id(kernel) -> _LingerSet, while any socket lingers
 
 
 @cython.final
@@ -1210,11 +1187,14 @@ cdef class _LingerSet:
 
     @staticmethod
     cdef _LingerSet of(Kernel k):
-        cdef _LingerSet ls = _linger_sets.get(id(k))
-        if ls is None:
-            ls = _LingerSet.__new__(_LingerSet)
-            ls.k = k
-            _linger_sets[id(k)] = ls
+        # The kernel's own list of components holds it while any socket
+        # lingers (no registry of our own: nothing outlives the kernel).
+        cdef _LingerSet ls
+        for c in k._components:
+            if type(c) is _LingerSet:
+                return <_LingerSet>c
+        ls = _LingerSet.__new__(_LingerSet)
+        ls.k = k
         return ls
 
     cdef int add(self) except -1:
@@ -1226,7 +1206,6 @@ cdef class _LingerSet:
     cdef int remove(self) except -1:
         self.n -= 1
         if self.n == 0:
-            _linger_sets.pop(id(self.k), None)
             self.k.unregister_component(self)
         return 0
 
@@ -1239,63 +1218,7 @@ cdef class _LingerSet:
 # freshly built argument tuple (two, with binding=True: one with self and a
 # slice without it).  put() of one record -- the echo / request-response
 # case -- goes straight to c_put1 with no tuple at all.
-cdef extern from *:
-    """
-    typedef PyObject* (*cp_put_fn)(PyObject*, PyObject*);
-    static cp_put_fn cp_rw_put1_impl = NULL;   /* (rw, record) */
-    static cp_put_fn cp_rw_putn_impl = NULL;   /* (rw, tuple of records) */
-
-    static PyObject* cp_rw_put(PyObject* self, PyObject* const* args, Py_ssize_t nargs,
-                               PyObject* kwnames) {
-        PyObject *t, *r;
-        Py_ssize_t i;
-        if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
-            PyErr_Format(PyExc_TypeError, "put() got an unexpected keyword argument '%U'",
-                         PyTuple_GET_ITEM(kwnames, 0));
-            return NULL;
-        }
-        if (nargs == 1)
-            return cp_rw_put1_impl(self, args[0]);
-        t = PyTuple_New(nargs);
-        if (t == NULL)
-            return NULL;
-        for (i = 0; i < nargs; i++) {
-            Py_INCREF(args[i]);
-            PyTuple_SET_ITEM(t, i, args[i]);
-        }
-        r = cp_rw_putn_impl(self, t);
-        Py_DECREF(t);
-        return r;
-    }
-
-    static PyMethodDef cp_rw_put_def = {
-        "put", (PyCFunction)(void(*)(void))cp_rw_put, METH_FASTCALL | METH_KEYWORDS,
-        "put($self, /, *records)\\n--\\n\\n"
-        "Serialise ``records`` through the output filter and queue them;\\n"
-        "returns True while buffered output is at or above ``high_mark``."};
-
-    static int cp_install_put(PyObject* type) {
-        PyObject* d = PyDescr_NewMethod((PyTypeObject*)type, &cp_rw_put_def);
-        int r;
-        if (d == NULL)
-            return -1;
-        r = PyDict_SetItemString(((PyTypeObject*)type)->tp_dict, "put", d);
-        Py_DECREF(d);
-        PyType_Modified((PyTypeObject*)type);
-        return r;
-    }
-
-    /* Empty a list we own, keeping its item array for the next use;
-       returns the capacity kept. */
-    static CYTHON_INLINE Py_ssize_t cp_list_clear_keep(PyObject* l) {
-        PyListObject* o = (PyListObject*)l;
-        Py_ssize_t i = Py_SIZE(o);
-        Py_SET_SIZE(o, 0);
-        while (--i >= 0)
-            Py_DECREF(o->ob_item[i]);
-        return o->allocated;
-    }
-    """
+cdef extern from "includes/fastput.h":
     ctypedef object (*cp_put_fn)(object, object)
     cp_put_fn cp_rw_put1_impl
     cp_put_fn cp_rw_putn_impl

@@ -12,6 +12,8 @@ into C.
 """
 cimport cython
 
+from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_RESP_COUNTERS, cp_debug_counters
+
 # where the parser is between two bytes
 cdef enum:
     S_START = 0        # at the start of a command
@@ -29,6 +31,12 @@ cdef enum:
 cdef long long MAX_BULK = 512 * 1024 * 1024
 
 
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
+
+
 @cython.final
 cdef class RespCounter:
     """Counts complete redis commands in a byte stream.
@@ -41,17 +49,15 @@ cdef class RespCounter:
     missing ``$``, an inline line over 64 KiB) sets ``error`` to redis's
     message and stops the parse: the server answers with it and closes, as
     redis does."""
-    cdef int state
-    cdef long long num
-    cdef bint neg, digits, content
-    cdef long long args_left
-    cdef long long skip
-    cdef long long line_len
-    cdef readonly object error
+    # Attributes: _resp.pxd.
 
     def __cinit__(self):
         self.state = S_START
         self.error = None
+        CP_DBG_INC(CP_DBG_RESP_COUNTERS)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_RESP_COUNTERS)
 
     def feed(self, const unsigned char[:] data):
         cdef Py_ssize_t i = 0, n = data.shape[0], take

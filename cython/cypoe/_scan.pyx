@@ -34,68 +34,28 @@ from libc.string cimport memset, memcpy, memcmp
 from libc.errno cimport (errno, EINTR, EINPROGRESS, EALREADY, EMFILE, ENFILE, ENOBUFS,
                          ENOMEM, EAGAIN, EADDRNOTAVAIL, EADDRINUSE, ECONNREFUSED,
                          ECONNRESET, EPIPE, ETIMEDOUT)
-from posix.unistd cimport close as c_close
+from posix.unistd cimport close as fd_close
 
 from cypoe._kernel cimport Kernel, Handler, Timer, EV_READ
+from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_SCANS, cp_debug_counters
+from cypoe.includes.poller cimport (CP_WRITE, CP_BACKEND_EPOLL, CP_BACKEND_KQUEUE,
+                                    cp_backend_available, cp_poller_init, cp_poller_close,
+                                    cp_poller_ctl, cp_poller_wait)
+from cypoe.includes.socket cimport (sockaddr, sockaddr_in, sockaddr_in6, socket, connect,
+                                    getsockopt, getsockname, getpeername, htons, inet_pton,
+                                    c_SOCK_NONBLOCK, c_SOCK_CLOEXEC, c_SOCK_STREAM, c_AF_INET,
+                                    c_AF_INET6, SOL_SOCKET, SO_ERROR)
 
 import os
 import sys
 
 from cypoe.errors import CypoeError
 
-cdef extern from "_poller.h" nogil:
-    ctypedef struct cp_event:
-        int fd
-        int events
-        uint32_t gen
-    ctypedef struct cp_poller:
-        int kind
-        int kfd
-    int CP_WRITE
-    int CP_BACKEND_EPOLL, CP_BACKEND_KQUEUE
-    int cp_backend_available(int kind)
-    int cp_poller_init(cp_poller* p, int kind, int max_events)
-    void cp_poller_close(cp_poller* p)
-    int cp_poller_ctl(cp_poller* p, int fd, uint32_t gen, int old_ev, int new_ev)
-    int cp_poller_wait(cp_poller* p, cp_event* out, int max_out, int timeout_ms)
 
-cdef extern from "<sys/socket.h>" nogil:
-    ctypedef unsigned int socklen_t
-    ctypedef unsigned short sa_family_t
-    struct sockaddr:
-        sa_family_t sa_family
-    struct sockaddr_storage:
-        sa_family_t ss_family
-    int socket(int domain, int type, int protocol)
-    int connect(int fd, const sockaddr* addr, socklen_t len)
-    int getsockopt(int fd, int level, int name, void* val, socklen_t* len)
-    int getsockname(int fd, sockaddr* addr, socklen_t* len)
-    int getpeername(int fd, sockaddr* addr, socklen_t* len)
-    int c_SOCK_NONBLOCK "SOCK_NONBLOCK"
-    int c_SOCK_CLOEXEC "SOCK_CLOEXEC"
-    int c_SOCK_STREAM "SOCK_STREAM"
-    int c_AF_INET "AF_INET"
-    int c_AF_INET6 "AF_INET6"
-    int SOL_SOCKET, SO_ERROR
-
-cdef extern from "<netinet/in.h>" nogil:
-    struct in_addr:
-        pass
-    struct in6_addr:
-        pass
-    struct sockaddr_in:
-        sa_family_t sin_family
-        unsigned short sin_port
-        in_addr sin_addr
-    struct sockaddr_in6:
-        sa_family_t sin6_family
-        unsigned short sin6_port
-        in6_addr sin6_addr
-    unsigned short htons(unsigned short)
-
-cdef extern from "<arpa/inet.h>" nogil:
-    int inet_pton(int af, const char* src, void* dst)
-
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
 
 # What a probe ended as: the state and zgrab2 status words, by number
 # (cypoe.cli.scan_engine names them).
@@ -145,10 +105,6 @@ cdef class ScanOrder:
     (``keys=None``: natural order).  ``start`` skips the first ``start``
     positions of the walk (a resumed scan); ``position`` is how many have
     been taken."""
-    cdef uint64_t m, pos, shards, shard, mask
-    cdef uint64_t keys[8]
-    cdef int nkeys, half
-    cdef bint identity
 
     def __init__(self, m, shards, shard, keys=None, half=0, start=0):
         if not 0 <= start <= m:
@@ -168,7 +124,7 @@ cdef class ScanOrder:
             self.half = half
             self.mask = (<uint64_t>1 << half) - 1
 
-    cdef inline bint next(self, uint64_t* out) noexcept:
+    cdef bint next(self, uint64_t* out) noexcept:
         cdef uint64_t x
         if self.pos >= self.m:
             return False
@@ -199,21 +155,6 @@ cdef class ScanOrder:
         return x
 
 
-cdef struct Slot:
-    uint64_t index
-    double t0
-    uint32_t gen
-    uint32_t tries
-    bint busy
-
-cdef struct Deadline:
-    double when
-    int fd
-    uint32_t gen
-
-cdef struct Retry:
-    uint64_t index
-    uint32_t tries
 
 
 cdef inline bint _transient(int err) noexcept:
@@ -245,51 +186,11 @@ cdef class ConnectScan(Handler):
     ``immediate=False`` leaves every answer to the poller, as for a remote
     target (the tests' way to exercise that path on loopback).
     """
-    cdef Kernel k
-    cdef cp_poller poller
-    cdef bint poller_open
-    cdef cp_event* events
-    cdef ScanOrder order
-    cdef uint64_t nports
-    cdef uint16_t* ports
-    cdef object address_of
-    cdef object on_result, on_other, on_done, on_open
-    cdef bint report_others
     # the current target's address (port filled in per probe)
-    cdef bint have_target
-    cdef uint64_t target
-    cdef sockaddr_storage sa
-    cdef socklen_t salen
-    cdef int family
     # probes in flight, by fd
-    cdef Slot* slots
-    cdef int nslots
-    cdef uint32_t gen
-    cdef Deadline* ring
-    cdef size_t ring_cap, ring_head, ring_len
-    cdef Retry* rq
-    cdef size_t rq_cap, rq_head, rq_len
     # settings
-    cdef double timeout, rate
-    cdef uint32_t max_retries
-    cdef readonly int concurrency
     # state
-    cdef readonly uint64_t launched, n_open, n_closed, n_filtered, n_retried
-    cdef readonly int inflight
-    cdef readonly int held          # handed-over sockets not released yet
-    cdef uint64_t unreported_closed, unreported_filtered
-    cdef double t_start, paused_until, next_tick
-    cdef Timer timer
-    cdef double timer_when
-    cdef bint pump_queued, started, stopping
-    cdef readonly bint finished
-    cdef int eager
-    cdef bint immediate
     # Linux: a socket whose connect was refused, to be connected again
-    cdef bint recycle
-    cdef int spare, spare_family
-    cdef readonly uint64_t n_recycled
-    cdef object _pump_cb, _timer_cb
 
     def __cinit__(self):
         self.poller_open = False
@@ -299,6 +200,7 @@ cdef class ConnectScan(Handler):
         self.slots = NULL
         self.ring = NULL
         self.rq = NULL
+        CP_DBG_INC(CP_DBG_SCANS)
 
     def __init__(self, Kernel kernel not None, ScanOrder order not None, ports, address_of,
                  on_result, *, int concurrency=1000, double rate=0.0, double timeout=2.0,
@@ -350,10 +252,11 @@ cdef class ConnectScan(Handler):
 
     def __dealloc__(self):
         cdef int fd
+        CP_DBG_DEC(CP_DBG_SCANS)
         if self.slots != NULL:
             for fd in range(self.nslots):
                 if self.slots[fd].busy:
-                    c_close(fd)
+                    fd_close(fd)
         self._drop_spare()
         if self.poller_open:
             cp_poller_close(&self.poller)
@@ -390,7 +293,7 @@ cdef class ConnectScan(Handler):
             for fd in range(self.nslots):
                 if self.slots[fd].busy:
                     self.slots[fd].busy = False
-                    c_close(fd)
+                    fd_close(fd)
                     self.inflight -= 1
                     self._requeue(self.slots[fd].index, self.slots[fd].tries)
             self._finish()
@@ -611,7 +514,7 @@ cdef class ConnectScan(Handler):
         rc = connect(fd, <sockaddr*>&self.sa, self.salen)
         if rc < 0 and errno != EINPROGRESS and errno != EINTR:
             err = errno
-            c_close(fd)
+            fd_close(fd)
             return self._failed(index, tries, err, "connect", now)
         if self.immediate and (self.eager > 0 or (self.launched % EAGER_SAMPLE) == 0):
             if self.recycle:
@@ -632,7 +535,7 @@ cdef class ConnectScan(Handler):
                 getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &elen)
             if err:
                 if self.spare != fd:
-                    c_close(fd)
+                    fd_close(fd)
                 self.eager = EAGER_CREDIT
                 return self._failed(index, tries, err, "connect", now)
             if self.eager > 0:
@@ -640,7 +543,7 @@ cdef class ConnectScan(Handler):
         self.gen += 1
         if cp_poller_ctl(&self.poller, fd, self.gen, 0, CP_WRITE) < 0:
             err = errno
-            c_close(fd)
+            fd_close(fd)
             return self._failed(index, tries, err if err else ENOMEM, "connect", now)
         if fd >= self.nslots:
             self._grow_slots(fd)
@@ -665,7 +568,7 @@ cdef class ConnectScan(Handler):
             err = errno
         if err == 0:
             return self._connected(fd, s.index, s.t0, now)
-        c_close(fd)
+        fd_close(fd)
         return self._failed(s.index, s.tries, err, "connect", now)
 
     cdef int _connected(self, int fd, uint64_t index, double t0, double now) except -1:
@@ -680,10 +583,10 @@ cdef class ConnectScan(Handler):
         if self_connect:
             # a TCP self-connect (simultaneous open with our own ephemeral
             # port): nothing listens there
-            c_close(fd)
+            fd_close(fd)
             return self._report(index, CLOSED, CONNECTION_REFUSED, -1.0, "self-connect")
         if self.on_open is None:
-            c_close(fd)
+            fd_close(fd)
             return self._report(index, OPEN, SUCCESS, now - t0, None)
         self.n_open += 1
         self.held += 1
@@ -694,14 +597,14 @@ cdef class ConnectScan(Handler):
             # reported open, the way it is without on_open.
             self.held -= 1
             self.n_open -= 1
-            c_close(fd)
+            fd_close(fd)
             self.k.report_exception("Exception in a scan's open-port callback", exc, self)
             return self._report(index, OPEN, SUCCESS, now - t0, f"not handed over: {exc!r}")
         return 0
 
-    cdef inline void _drop_spare(self) noexcept:
+    cdef void _drop_spare(self) noexcept:
         if self.spare >= 0:
-            c_close(self.spare)
+            fd_close(self.spare)
             self.spare = -1
 
     cdef int _failed(self, uint64_t index, uint32_t tries, int err, str op,
@@ -739,7 +642,7 @@ cdef class ConnectScan(Handler):
                         break
                     s.busy = False
                     self.inflight -= 1
-                    c_close(d.fd)
+                    fd_close(d.fd)
                     self._pop_deadline()
                     self._timed_out(s.index, s.tries)
                     continue
@@ -836,7 +739,7 @@ cdef class ConnectScan(Handler):
         self.ring_len += 1
         return 0
 
-    cdef inline void _pop_deadline(self) noexcept:
+    cdef void _pop_deadline(self) noexcept:
         self.ring_head = (self.ring_head + 1) % self.ring_cap
         self.ring_len -= 1
 

@@ -69,6 +69,10 @@ cdef class SocketFactory(Handler):
     def __cinit__(self):
         self.id = _new_id()
         self._backoff_delay = BACKOFF_FIRST
+        CP_DBG_INC(CP_DBG_SOCKETFACTORIES)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_SOCKETFACTORIES)
 
     def __init__(self, *, socket_domain=_socket.AF_INET, socket_type=_socket.SOCK_STREAM,
                  socket_protocol=None, reuse=False, reuse_port=False,
@@ -280,7 +284,7 @@ cdef class SocketFactory(Handler):
             sock = _socket.socket(self._domain, c_SOCK_STREAM | c_SOCK_NONBLOCK,
                                   self._proto, fd)
         except OSError:
-            c_close(fd)
+            fd_close(fd)
             return 0
         port = addr[1] if isinstance(addr, tuple) else None
         try:
@@ -439,10 +443,12 @@ cdef class SocketFactory(Handler):
 
     @property
     def paused(self):
+        """True while accepting is paused (pause_accept())."""
         return self._paused
 
     @property
     def closed(self):
+        """True once the SocketFactory is closed."""
         return self._closed
 
     def close(self):

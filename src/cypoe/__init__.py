@@ -43,6 +43,7 @@ from cypoe._io import SocketFactory, ReadWrite, TLS
 from cypoe.server import Server, Connection
 from cypoe.client import Client
 from cypoe.tcpmulti import TCPMulti, Conn
+from cypoe._debug import debug_counters
 
 #: The process's default Kernel.
 kernel: Kernel = default_kernel()

@@ -237,17 +237,24 @@ class TCPMulti:
             self.session.retain()
         return c
 
-    def _adopt(self, fd, address, port, *, input_timeout=None, heap=None):
-        """Take over ``fd``, a non-blocking TCP socket already connected (or
-        connecting) to ``address``:``port``, as a connection of this
-        TCPMulti: what the scanner does with the open ports its compiled
-        engine found.  The Conn goes on as one from connect() would (TLS
-        first when configured, then on_success); it owns ``fd``."""
+    def adopt(self, sock: socket.socket | int, address: str, port: int, *,
+              input_timeout: float | None = None, heap: dict[Any, Any] | None = None) -> Conn:
+        """Take over ``sock`` -- a non-blocking TCP ``socket.socket`` (it
+        is detached) or its fd -- already connected (or connecting) to
+        ``address``:``port``, as a connection of this TCPMulti: what the
+        port scanner does with the open ports its compiled engine found.
+        The Conn goes on as one from connect() would (TLS first when
+        configured, then on_success); it owns the fd from now on.  Returns
+        the Conn.  ``input_timeout`` and ``heap`` are as for connect()."""
         if self._ended or self._core.dying:
             raise CypoeError("adopt: this TCPMulti has ended")
+        fd = sock if isinstance(sock, int) else sock.detach()
         it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
         self._wake("adopt")
         return self._hold(self._core.adopt(fd, address, port, it, heap))
+
+    #: The name adopt() had while it was private (kept for older callers).
+    _adopt = adopt
 
     def _resolve(self, c, host, port, bind):
         attempt_id = c.id

@@ -375,11 +375,16 @@ def test_adopt_on_an_idle_multi(kernel):
         s = socket.socket()
         s.setblocking(False)
         s.connect_ex(("127.0.0.1", server.port))
-        m._adopt(s.detach(), "127.0.0.1", server.port)
+        m.adopt(s, "127.0.0.1", server.port)
+        assert s.fileno() == -1          # detached: the Conn owns the fd
 
     kernel.delay(0.01, adopt)
     kernel.run()
     assert got == [b"ping"]
+
+
+def test_adopt_keeps_its_private_name():
+    assert cypoe.TCPMulti._adopt is cypoe.TCPMulti.adopt
 
 
 def test_connect_while_dying_raises(kernel):

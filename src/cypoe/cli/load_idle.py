@@ -17,6 +17,7 @@ does the same with one TCPMulti session and reports, per open connection:
 Nothing is sent: the connections are idle.  A connection the server
 closes is counted (``closed_by_peer``) and not reopened.
 """
+import gc
 import os
 
 from cypoe.cli import common, report
@@ -91,6 +92,9 @@ def open_fds():
 
 
 def snapshot():
+    # Garbage first: a collected Kernel closes its fds, and that must not
+    # happen between the two snapshots of a run embedded in a larger program.
+    gc.collect()
     return {"rss": rss_bytes(), "tcp_mem_pages": tcp_mem_pages(), "fds": open_fds(),
             "tcp_inuse": tcp_sockets_in_use(), "slab": slab_bytes()}
 

@@ -460,7 +460,7 @@ class BannerScanner(Scanner):
 
     The compiled :class:`cypoe._scan.ConnectScan` probes every port and
     hands each open port's connected socket to this object's TCPMulti
-    (``TCPMulti._adopt``), which reads the banner as :class:`Scanner` does.
+    (``TCPMulti.adopt``), which reads the banner as :class:`Scanner` does.
     An open port holds its place in the concurrency until its banner is
     read.  Once a port has been seen open it stays open in the results:
     what goes wrong afterwards is a status (``connection-closed``,
@@ -529,7 +529,7 @@ class BannerScanner(Scanner):
             self.core.release()
             self._result(p, "open", "success", error="interrupted before the banner was read")
             return
-        self.multi._adopt(fd, p.ip, p.port, heap={"p": p})
+        self.multi.adopt(fd, p.ip, p.port, heap={"p": p})
         self.inflight += 1
         self.launched += 1
 
