@@ -25,6 +25,8 @@ cdef Py_ssize_t _mark_value(object v, str name) except -1:
     return v
 
 
+# no_gc_clear: __dealloc__ needs _sock to tell whether the fd is its own.
+@cython.no_gc_clear
 cdef class ReadWrite(Handler):
     """Buffered, filtered I/O on a non-blocking handle (POE::Wheel::ReadWrite).
 
@@ -46,6 +48,11 @@ cdef class ReadWrite(Handler):
 
     def __dealloc__(self):
         CP_DBG_DEC(CP_DBG_READWRITES)
+        # Collected while it still has its fd (its kernel was dropped, not
+        # shut down, and collected with it): close the fd it owns.  A
+        # socket object holding the fd closes it itself.
+        if self.fd >= 0 and self._sock is None and not (self._flags & F_CLOSED):
+            fd_close(self.fd)
 
     def __init__(self, handle=None, *, input_handle=None, output_handle=None,
                  driver=None, filter=None, input_filter=None, output_filter=None,
@@ -1140,19 +1147,25 @@ cdef class _Linger(Handler):
     cdef Kernel k
     cdef Timer timer
 
+    def __dealloc__(self):
+        if self.lfd >= 0:       # collected with its kernel, still lingering
+            fd_close(self.lfd)
+            CP_DBG_DEC(CP_DBG_LINGERING)
+
     @staticmethod
     cdef int start(Kernel k, int lfd, double seconds) except -1:
         cdef _Linger lg = _Linger.__new__(_Linger)
-        lg.lfd = lfd
+        lg.lfd = -1
         lg.k = k
         try:
             k.register(lg, lfd, EV_READ, False)
         except BaseException:
             fd_close(lfd)
             raise
+        lg.lfd = lfd            # from here on the _Linger closes it
+        CP_DBG_INC(CP_DBG_LINGERING)
         lg.timer = k.schedule(k.now() + seconds, lg._expire, (), None, False)
         _LingerSet.of(k).add()
-        CP_DBG_INC(CP_DBG_LINGERING)
         return 0
 
     cdef int on_readable(self) except -1:

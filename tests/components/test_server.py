@@ -700,3 +700,28 @@ def test_graceful_close_does_not_reset_a_client_still_sending(kernel):
     assert bytes(got) == answer and sent > 0
     s.close()
     kernel.run()     # the lingering socket sees the client's EOF and closes
+
+
+def test_a_dropped_kernel_closes_its_server_connections():
+    """A Kernel dropped (not shut down) with a Server and a live connection
+    on it is collected, and the connection's fd -- owned by the compiled
+    connection, with no socket object -- is closed: the client sees EOF."""
+    import gc
+
+    k = cypoe.Kernel(backend="poll")
+    accepted = []
+    server = Server(port=0, address="127.0.0.1", kernel=k,
+                    client_connected=lambda conn: accepted.append(conn.id),
+                    client_input=lambda conn, record: None)
+    client = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    try:
+        deadline = time.monotonic() + 10
+        while not accepted and time.monotonic() < deadline:
+            k.run_once(0.05)
+        assert accepted
+        del server, k
+        gc.collect()
+        client.settimeout(10)
+        assert client.recv(1) == b""
+    finally:
+        client.close()
