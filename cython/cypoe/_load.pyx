@@ -498,7 +498,9 @@ cdef class LoadConn(Handler):
 
     cdef int _refill(self) except -1:
         cdef LoadEngine e = self.eng
-        if e.stopping:
+        if e.stopping or e.holding:
+            # holding: prepare() opened the connection; nothing is sent
+            # before start()
             return 0
         if e.rate_interval == 0.0:
             while self.count < self.cap:
@@ -729,6 +731,7 @@ cdef class LoadEngine:
     cdef Timer pace_timer, house_timer, end_timer, grace_timer
     cdef double next_tick
     cdef readonly bint started, stopping, finished, interrupted
+    cdef readonly bint prepared, holding   # prepare(): connections open, nothing sent
     cdef bint finish_queued
     cdef object on_tick, on_done
     cdef object _pace_cb, _house_cb, _end_cb, _grace_cb, _finish_cb
@@ -808,13 +811,48 @@ cdef class LoadEngine:
 
     # -- Python face ----------------------------------------------------------
 
+    def prepare(self, double timeout=5.0):
+        """Open every connection now (``connect_rate`` does not apply) and
+        send nothing: drive the kernel (``run_once``) until each connection
+        is up or has failed for good (EMFILE), or ``timeout`` seconds have
+        passed.  Connect failures meanwhile follow the run's rules (retry
+        with back-off; the ones still down are retried after ``start()``).
+        Call before ``start()`` and outside ``kernel.run()``; returns the
+        number of connections up.  ``start()`` then sends at once on the
+        connections that are up, so a cluster agent reports ready with its
+        connections open and the load begins at the common start instant."""
+        cdef double now, deadline, wait
+        cdef LoadConn c
+        if self.started or self.prepared:
+            raise RuntimeError("prepare(): call it once, before start()")
+        self.prepared = True
+        self.holding = True
+        now = self.k.now()
+        deadline = now + (timeout if timeout > 0 else 0.0)
+        while self.next_connect < self.nconns:
+            c = <LoadConn>self.conns[self.next_connect]
+            self.next_connect += 1
+            c._connect(now)
+        while self.up + self.failed_for_good < self.nconns:
+            now = self.k.now()
+            if now >= deadline:
+                break
+            self._check_conns(now)
+            wait = deadline - now
+            self.k.run_once(wait if wait < HOUSEKEEPING else HOUSEKEEPING)
+        return self.up
+
     def start(self):
         """Begin; call before or inside ``kernel.run()``.  The connections
         are opened from the loop, so the kernel's own descriptors (signal
-        pipe) are taken before the connections can use up the limit."""
+        pipe) are taken before the connections can use up the limit.  After
+        ``prepare()``, the connections already up send at once (closed
+        loop); the open loop's schedule starts now either way."""
+        cdef LoadConn c
         if self.started:
             raise RuntimeError("this load has already started")
         self.started = True
+        self.holding = False
         self.k.register_component(self)
         self.t0 = self.k.now()
         self.t_end = self.t0 + self.duration
@@ -825,6 +863,14 @@ cdef class LoadEngine:
             self.pace_k = 0
             self.pace_next = self.t0
             self.pace_timer = self.k.schedule(self.t0, self._pace_cb, (), None, True)
+        elif self.prepared:
+            for c in self.conns:
+                if self.stopping:
+                    break
+                if c.state == C_UP:
+                    c._refill()
+                    if c.state == C_UP and c.olen > c.ooff:
+                        c._send()
 
     def shutdown(self):
         """SIGINT/SIGTERM (the kernel's component protocol): stop at once;
@@ -885,7 +931,7 @@ cdef class LoadEngine:
         # Connects (at --connect-rate), connect timeouts, reconnects, ticks.
         cdef double now = self.k.now()
         cdef LoadConn c
-        cdef int i, budget
+        cdef int budget
         self.house_timer = None
         if self.finished:
             return
@@ -900,19 +946,7 @@ cdef class LoadEngine:
                     self.next_connect += 1
                     c._connect(now)
                     budget -= 1
-            # connections started and not up (connecting, or down waiting to
-            # reconnect): none in a steady run, so no scan at all
-            if self.next_connect - self.up - self.failed_for_good == 0:
-                i = self.next_connect
-            else:
-                i = 0
-            while i < self.next_connect:
-                c = <LoadConn>self.conns[i]
-                i += 1
-                if c.state == C_CONNECTING and now >= c.deadline:
-                    c._connect_failed("connect", _errno.ETIMEDOUT)
-                elif c.state == C_DOWN and now >= c.deadline:
-                    c._connect(now)
+            self._check_conns(now)
         if now >= self.next_tick:
             self.next_tick += 1.0
             if self.next_tick < now:
@@ -922,6 +956,24 @@ cdef class LoadEngine:
         if not self.finished:
             self.house_timer = self.k.schedule(now + HOUSEKEEPING, self._house_cb, (), None,
                                                True)
+
+    cdef int _check_conns(self, double now) except -1:
+        # Connect timeouts and reconnects of the connections started.
+        cdef LoadConn c
+        cdef int i
+        # connections started and not up (connecting, or down waiting to
+        # reconnect): none in a steady run, so no scan at all
+        if self.next_connect - self.up - self.failed_for_good == 0:
+            return 0
+        i = 0
+        while i < self.next_connect:
+            c = <LoadConn>self.conns[i]
+            i += 1
+            if c.state == C_CONNECTING and now >= c.deadline:
+                c._connect_failed("connect", _errno.ETIMEDOUT)
+            elif c.state == C_DOWN and now >= c.deadline:
+                c._connect(now)
+        return 0
 
     def _pace(self):
         # wrk2's schedule: request k is due at t0 + k / rate, on connection

@@ -307,7 +307,8 @@ def load_task(job, topic, index, ns):
         # estimate, from one heartbeat, can be off by a busy loop's delay)
         offset = _scheduler_offset(get_client())
         emit("ready", worker=worker.address, worker_pid=os.getpid(),
-             agent_pid=msg["ready"]["pid"], clock_offset_ms=round(offset * 1000.0, 3))
+             agent_pid=msg["ready"]["pid"], clock_offset_ms=round(offset * 1000.0, 3),
+             connections_up=msg["ready"].get("connections_up"))
         go = Event(f"{ns}-go")
         waited = time.monotonic()
         while not go.wait(timeout=0.5):

@@ -2,6 +2,7 @@
 layout, worker histograms merge exactly, and the protocols end to end
 (cypoe serve, redis-server when installed, a tiny HTTP server)."""
 import contextlib
+import gc
 import http.server
 import json
 import os
@@ -17,7 +18,7 @@ from hdrh.histogram import HdrHistogram
 
 from cypoe.cli import load_fast, report
 
-from .conftest import free_ports, run_cli, serving
+from .conftest import free_ports, recv_until_eof, run_cli, serving
 
 from cypoe import _load  # noqa: E402 - built with the rest (setup.py MODULES)
 
@@ -279,3 +280,100 @@ def test_refused_connections_are_counted(tmp_path):
     d, _ = _load_json(tmp_path, f"127.0.0.1:{port}", "-d", "0.5", "-c", "2", rc=1)
     assert d["responses"] == 0 and d["requests"] == 0
     assert d["errors"]["connect:ECONNREFUSED"] >= 2
+
+
+# -- prepare(): connections open before the start, nothing sent ---------------------------
+
+@pytest.fixture
+def collect_cycles():
+    yield
+    # the test's Kernel and engine wait in reference cycles: free their
+    # descriptors now, not during a later test that counts descriptors
+    gc.collect()
+
+
+def _engine(port, **kw):
+    import cypoe
+    k = cypoe.Kernel()
+    kw.setdefault("connections", 3)
+    kw.setdefault("duration", 0.5)
+    kw.setdefault("timeout", 2.0)
+    return k, _load.LoadEngine(k, "127.0.0.1", port, [b"x" * 50], **kw)
+
+
+def _held_conns(port, n):
+    """A listener that only accepts: what the engine sent can be read back."""
+    lst = socket.create_server(("127.0.0.1", port or 0), backlog=n + 4)
+    lst.settimeout(10)
+    return lst
+
+
+@pytest.mark.parametrize("rate", [0.0, 200.0], ids=["closed", "open"])
+@pytest.mark.usefixtures("collect_cycles")
+def test_prepare_opens_every_connection_and_sends_nothing(rate):
+    lst = _held_conns(0, 3)
+    try:
+        k, e = _engine(lst.getsockname()[1], rate=rate, pipeline=2, expect="any")
+        assert e.prepare(10.0) == 3
+        assert e.prepared and e.holding and not e.started
+        assert e.connections_opened == 3 and e.conns_up == 3 and e.connections_failed == 0
+        assert e.requests == 0 and e.bytes_sent == 0 and e.in_flight == 0
+        peers = [lst.accept()[0] for _ in range(3)]     # the server side has them all
+        for p in peers:
+            p.setblocking(False)
+            with pytest.raises(BlockingIOError):        # and has received nothing
+                p.recv(1)
+        e.start()
+        assert not e.holding
+        k.run()                                         # nobody answers: in flight at the end
+        assert e.finished and e.requests > 0 and e.connections_opened == 3
+        assert e.requests == e.responses + e.failed + e.in_flight
+        got = 0
+        for p in peers:
+            p.settimeout(10)
+            got += len(recv_until_eof(p))
+            p.close()
+        assert got == e.bytes_sent == e.requests * 50
+    finally:
+        lst.close()
+
+
+@pytest.mark.parametrize("rate", [0.0, 300.0], ids=["closed", "open"])
+@pytest.mark.usefixtures("collect_cycles")
+def test_prepared_run_against_serve_echo(rate):
+    with serving("echo", "--filter", "stream") as srv:
+        k, e = _engine(srv.port, rate=rate, pipeline=4)
+        assert e.prepare(10.0) == 3
+        assert e.connections_opened == 3 and e.requests == 0 and e.bytes_received == 0
+        e.start()
+        k.run()
+    assert e.finished and e.responses > 0 and e.failed == 0 and e.mismatches == 0
+    assert e.requests == e.responses + e.failed + e.in_flight
+    assert e.connections_opened == 3 and e.all_errors() == {}
+    assert e.bytes_received == e.responses * 50
+
+
+@pytest.mark.usefixtures("collect_cycles")
+def test_prepare_against_a_refused_port_retries_and_does_not_crash():
+    [port] = free_ports(1)
+    k, e = _engine(port, connections=2, duration=0.3)
+    assert e.prepare(0.3) == 0
+    assert e.conns_up == 0 and e.connections_opened == 0 and e.requests == 0
+    assert e.connections_failed >= 2 and e.errors["connect:ECONNREFUSED"] >= 2
+    assert e.failed_for_good == 0                     # refused: retried, not given up
+    e.start()
+    k.run()
+    assert e.finished and e.requests == 0 and e.responses == 0
+
+
+@pytest.mark.usefixtures("collect_cycles")
+def test_prepare_once_and_before_start():
+    [port] = free_ports(1)
+    k, e = _engine(port, connections=1)
+    e.prepare(0.0)
+    with pytest.raises(RuntimeError):
+        e.prepare(0.0)
+    e.start()
+    with pytest.raises(RuntimeError):
+        e.prepare(0.0)
+    e.shutdown()

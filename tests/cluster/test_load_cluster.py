@@ -15,6 +15,25 @@ ENV = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH"
 ENV.pop("CYPOE_CLUSTER", None)
 
 
+def test_agents_are_ready_with_their_connections_open(dask_cluster):
+    # The compiled engine (built here) opens an agent's connections before it
+    # reports ready, so the load starts with them set up.
+    from cypoe import cluster as cl
+    from cypoe.cli import load_fast
+    assert load_fast.available()
+    ready = {}
+
+    def on_event(ev):
+        if ev["kind"] == "ready":
+            ready[ev["agent"]] = ev.get("connections_up")
+
+    with serving("echo") as srv:
+        r = cl.load(f"127.0.0.1:{srv.port}", client=dask_cluster.client, connections=5,
+                    duration=0.5, on_event=on_event)
+    assert sorted(ready.values()) == [2, 3]       # each agent's share, all up
+    assert r["responses"] > 0 and r["connections"]["opened"] == 5
+
+
 def test_load_report_is_the_sum_of_the_agents(dask_cluster, tmp_path):
     out = tmp_path / "r.json"
     with serving("echo") as srv:

@@ -240,14 +240,27 @@ def prepare_load(cfg, workers, tick):
     This adapter is the one place the agent touches the load engine: the
     compiled engine (:mod:`cypoe.cli.load_fast`) when it is built, else the
     TCPMulti engine, as ``cypoe load --engine auto`` chooses; ``workers`` > 1
-    forks worker processes as ``cypoe load --workers`` does."""
+    forks worker processes as ``cypoe load --workers`` does.
+
+    One process on the compiled engine: its connections are opened here
+    (``FastRun.prepare``, up to ``cfg.timeout``), so ready means connected;
+    the callable then has ``connections_up``.  Forked workers and the
+    TCPMulti engine still connect when they start."""
     from cypoe.cli import common, load, load_engine, load_fast
     engine = load_fast if load_fast.available() else load_engine
     engine.check()
     common.raise_nofile(cfg.connections + 256)
     if workers <= 1:
         if engine is load_fast:
-            return load_fast.FastRun(cfg, tick=tick).run
+            # Connections opened now, before "ready": the load starts at
+            # the common instant with its connections set up.
+            fast = load_fast.FastRun(cfg, tick=tick)
+            fast.prepare(cfg.timeout)
+
+            def run_prepared():
+                return fast.run()
+            run_prepared.connections_up = fast.engine.conns_up
+            return run_prepared
         return load_engine.LoadRun(cfg, tick=tick).run
     relay = _TickRelay(tick)
 
@@ -266,7 +279,10 @@ def prepare_load(cfg, workers, tick):
 def run_load(job, chan, watch):
     cfg = config_from_job(job["config"])
     run = prepare_load(cfg, job.get("workers", 1), lambda snap: chan.send("progress", snap))
-    chan.send("ready", {"pid": os.getpid(), "time": time.time()})
+    ready = {"pid": os.getpid(), "time": time.time()}
+    if getattr(run, "connections_up", None) is not None:
+        ready["connections_up"] = run.connections_up
+    chan.send("ready", ready)
     msg = watch.wait_message(job.get("setup_timeout", 60.0) + 5.0)
     if msg is None or "start" not in msg:
         chan.send("result", {"late": False, "cancelled": True,

@@ -71,6 +71,12 @@ class FastRun:
             timeout=cfg.timeout, connect_rate=cfg.connect_rate or 0.0, sources=cfg.sources,
             family=family, no_body=getattr(cfg, "no_body", False), on_tick=self._on_tick)
 
+    def prepare(self, timeout):
+        """Open the connections and send nothing (the engine's
+        ``prepare``): ``run()`` then starts sending at once.  Returns the
+        number of connections up."""
+        return self.engine.prepare(timeout)
+
     def run(self):
         e = self.engine
         e.start()
