@@ -5,7 +5,6 @@ The options import nothing (``--help`` stays fast); ``distributed`` is
 imported only when a run asks for a cluster.
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -169,17 +168,8 @@ def run_load(args, cfg):
             common.err(prog, f"agent {a['agent']} ({a.get('worker', '?')}): {a['status']}: "
                              f"{a.get('reason', '')}; its share "
                              f"({a['share']['connections']} connections) did not run")
-    if args.json:
-        text = json.dumps(summary, indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            try:
-                with open(args.json, "w", encoding="utf-8") as fh:
-                    fh.write(text + "\n")
-            except OSError as exc:
-                common.err(prog, f"{args.json}: {exc.strerror}")
-                return 1
+    if args.json and not common.write_json_report(prog, args.json, summary):
+        return 1
     if interrupted:
         return 130
     if cl["lost"]:

@@ -2,6 +2,7 @@
 import argparse
 import codecs
 import re
+import os
 import sys
 
 
@@ -236,3 +237,37 @@ def reap(pids, timeout=10.0, sig=None):
                 os.waitpid(pid, 0)
                 break
             time.sleep(0.01)
+
+
+def write_json_report(prog, path, summary):
+    """Write ``summary`` as JSON to ``path`` ('-': stdout); True, or False
+    after saying why it could not."""
+    import json
+    text = json.dumps(summary, indent=1)
+    if path == "-":
+        print(text)
+        return True
+    try:
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(text + "\n")
+    except OSError as exc:
+        err(prog, f"{path}: {exc.strerror}")
+        return False
+    return True
+
+
+def pipe_worker(run, wfd, to_msg):
+    """A load worker process: ``run(tick)`` -> (stats, interrupted), its
+    per-second snapshots and then its totals (``to_msg(stats)``) written
+    as JSON lines to ``wfd``; returns the exit code."""
+    import json
+
+    def send(obj):
+        data = (json.dumps(obj) + "\n").encode()
+        while data:
+            n = os.write(wfd, data)
+            data = data[n:]
+    stats, interrupted = run(send)
+    send({"type": "done", "stats": to_msg(stats), "interrupted": interrupted})
+    os.close(wfd)
+    return 0

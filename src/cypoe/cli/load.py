@@ -515,17 +515,8 @@ def run(args):
         except OSError as exc:
             common.err(prog, f"{args.csv}: {exc.strerror}")
             return 1
-    if args.json:
-        text = json.dumps(summary, indent=1)
-        if args.json == "-":
-            print(text)
-        else:
-            try:
-                with open(args.json, "w", encoding="utf-8") as fh:
-                    fh.write(text + "\n")
-            except OSError as exc:
-                common.err(prog, f"{args.json}: {exc.strerror}")
-                return 1
+    if args.json and not common.write_json_report(prog, args.json, summary):
+        return 1
     if args.html:
         from cypoe.cli import html
         problem = html.write_report(args.html, html.load_html(summary, stats, html.args_config(args)))

@@ -8,7 +8,6 @@ connection i's requests are due at ``start + phase_i + k * interval`` with
 already has ``pipeline`` in flight, and its latency counts from the time it
 was due (wrk2's correction for coordinated omission).
 """
-import json
 import os
 import signal
 import time
@@ -343,15 +342,8 @@ def run_load(cfg, live):
 
 def worker_main(cfg, wfd):
     """A worker process: run, writing JSON lines to `wfd`; returns the exit code."""
-    def send(obj):
-        data = (json.dumps(obj) + "\n").encode()
-        while data:
-            n = os.write(wfd, data)
-            data = data[n:]
-    stats, interrupted = LoadRun(cfg, tick=send).run()
-    send({"type": "done", "stats": stats.to_dict(), "interrupted": interrupted})
-    os.close(wfd)
-    return 0
+    return common.pipe_worker(lambda tick: LoadRun(cfg, tick=tick).run(), wfd,
+                              lambda stats: stats.to_dict())
 
 
 class EmbeddedServer:

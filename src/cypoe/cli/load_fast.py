@@ -9,8 +9,6 @@ same figures as JSON lines, histograms in HdrHistogram's compressed base64
 form (``hdrh``'s encode), and the parent merges them (``hdrh``'s add):
 percentiles are never averaged.
 """
-import json
-import os
 import socket
 
 from cypoe.cli import common, report
@@ -211,12 +209,4 @@ def run_load(cfg, live):
 
 def worker_main(cfg, wfd):
     """A worker process: run, writing JSON lines to `wfd`; returns the exit code."""
-    def send(obj):
-        data = (json.dumps(obj) + "\n").encode()
-        while data:
-            n = os.write(wfd, data)
-            data = data[n:]
-    stats, interrupted = FastRun(cfg, tick=send).run()
-    send({"type": "done", "stats": stats_to_msg(stats), "interrupted": interrupted})
-    os.close(wfd)
-    return 0
+    return common.pipe_worker(lambda tick: FastRun(cfg, tick=tick).run(), wfd, stats_to_msg)
