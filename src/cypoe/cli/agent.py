@@ -111,27 +111,13 @@ def stop_self():
 
 # -- scan ------------------------------------------------------------------------
 
-def targets_from_intervals(intervals):
-    """A TargetSet of exactly these [version, lo, hi] intervals (resolved on
-    the client, so every agent scans the same addresses)."""
-    from cypoe.cli.targets import TargetSet
-    ts = TargetSet([])
-    ts.intervals = [(int(v), int(lo), int(hi)) for v, lo, hi in intervals]
-    ts._starts = []
-    total = 0
-    for _v, lo, hi in ts.intervals:
-        ts._starts.append(total)
-        total += hi - lo + 1
-    ts._len = total
-    return ts
-
-
 def plan_from_job(job):
     from cypoe.cli.scan import Plan
+    from cypoe.cli.targets import TargetSet
     probes = {}
     for port, payload in job.get("probes", {}).items():
         probes[None if port == "*" else int(port)] = base64.b64decode(payload)
-    return Plan(targets_from_intervals(job["intervals"]), job["ports"], seed=job["seed"],
+    return Plan(TargetSet.from_intervals(job["intervals"]), job["ports"], seed=job["seed"],
                 shards=job["shards"], shard=job["shard"], probes=probes)
 
 

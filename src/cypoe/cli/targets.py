@@ -176,12 +176,7 @@ class TargetSet:
         if family is not None:
             intervals = [iv for iv in intervals if iv[0] == family]
         self.intervals = _subtract(_merge(intervals), holes)
-        self._starts = []
-        total = 0
-        for _ver, lo, hi in self.intervals:
-            self._starts.append(total)
-            total += hi - lo + 1
-        self._len = total
+        self._index()
 
     @classmethod
     def from_intervals(cls, intervals):
@@ -189,13 +184,17 @@ class TargetSet:
         ``intervals`` holds: a resumed scan's targets, nothing resolved)."""
         self = cls([])
         self.intervals = [(int(v), int(lo), int(hi)) for v, lo, hi in intervals]
+        self._index()
+        return self
+
+    def _index(self):
+        """Where each interval starts in the set's order, and its size."""
         self._starts = []
         total = 0
         for _ver, lo, hi in self.intervals:
             self._starts.append(total)
             total += hi - lo + 1
         self._len = total
-        return self
 
     def __len__(self):
         return self._len
