@@ -13,7 +13,7 @@ depends on the longest record it once buffered.  The cost is bounded (a copy
 of at most IDLE_LIVE bytes, one free) and is only paid after the buffer grew
 past POOL_BLOCK, so small records never pay it.
 """
-from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 from libc.stdlib cimport malloc, realloc, free
 from libc.string cimport memcpy, memmove
@@ -124,8 +124,8 @@ cdef class ByteBuffer:
 
     cdef int append_object(self, object o) except -1:
         cdef Py_buffer view
-        if isinstance(o, bytes):
-            return self.append(<const char*>(<bytes>o), len(<bytes>o))
+        if type(o) is bytes:      # exact bytes: no buffer protocol round trip
+            return self.append(PyBytes_AS_STRING(o), PyBytes_GET_SIZE(o))
         PyObject_GetBuffer(o, &view, PyBUF_SIMPLE)
         try:
             self.append(<const char*>view.buf, view.len)

@@ -26,8 +26,9 @@ from libc.stdio cimport snprintf
 from cpython.bytes cimport (PyBytes_FromStringAndSize, PyBytes_AS_STRING,
                             PyBytes_GET_SIZE)
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
-from cpython.unicode cimport PyUnicode_Decode
+from cpython.unicode cimport PyUnicode_Decode, PyUnicode_AsEncodedString
 from cpython.list cimport PyList_New, PyList_SET_ITEM
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 from cpython.ref cimport Py_INCREF
 
 from cypoe._buffer cimport ByteBuffer
@@ -61,6 +62,15 @@ cdef enum:
 
 cdef bint LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 cdef unsigned long long ULL_MAX = <unsigned long long>(-1)
+
+
+cdef inline object _line_record_bytes(Line f, object r):
+    """A non-bytes record given to Line's put as bytes: a str is encoded in C
+    (as ``r.encode(encoding)``, strict); anything else, and the errors, go
+    through the reference's record_bytes."""
+    if type(r) is str and f.enc_name is not None:
+        return PyUnicode_AsEncodedString(r, f.enc_name, "strict")
+    return _ref.record_bytes(r, f.encoding)
 
 
 cdef object _overflow(Py_ssize_t max_buffer):
@@ -330,13 +340,16 @@ cdef class Line(_Framing):
         return 0
 
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1:
-        cdef Py_ssize_t n, tl = PyBytes_GET_SIZE(self.out_term)
-        cdef const char* t = PyBytes_AS_STRING(self.out_term)
+        cdef bytes term = self.out_term
+        cdef Py_ssize_t i, n, tl = PyBytes_GET_SIZE(term)
+        cdef const char* t = PyBytes_AS_STRING(term)
         cdef char* w
         cdef object r
-        for r in records:
+        # an index loop: `records` is a tuple, never None (ReadWrite's put)
+        for i in range(PyTuple_GET_SIZE(records)):
+            r = <object>PyTuple_GET_ITEM(records, i)
             if type(r) is not bytes:
-                r = _ref.record_bytes(r, self.encoding)
+                r = _line_record_bytes(self, r)
             n = PyBytes_GET_SIZE(r)
             if n + tl == 0:
                 continue        # reserve(0) may return NULL on an empty buffer
@@ -344,19 +357,20 @@ cdef class Line(_Framing):
             memcpy(w, PyBytes_AS_STRING(r), n)
             memcpy(w + n, t, tl)
             out.commit(n + tl)
-        return len(records)
+        return PyTuple_GET_SIZE(records)
 
     cdef int put_one(self, object record, ByteBuffer out) except -1:
-        cdef Py_ssize_t n, tl = PyBytes_GET_SIZE(self.out_term)
+        cdef bytes term = self.out_term
+        cdef Py_ssize_t n, tl = PyBytes_GET_SIZE(term)
         cdef char* w
         if type(record) is not bytes:
-            record = _ref.record_bytes(record, self.encoding)
+            record = _line_record_bytes(self, record)
         n = PyBytes_GET_SIZE(record)
         if n + tl == 0:
             return 0
         w = out.reserve(n + tl)
         memcpy(w, PyBytes_AS_STRING(record), n)
-        memcpy(w + n, PyBytes_AS_STRING(self.out_term), tl)
+        memcpy(w + n, PyBytes_AS_STRING(term), tl)
         out.commit(n + tl)
         return 0
 
@@ -613,7 +627,7 @@ cdef class Line(_Framing):
         for i in range(count):
             r = src[i]
             if type(r) is not bytes:
-                r = _ref.record_bytes(r, self.encoding)
+                r = _line_record_bytes(self, r)
             n = PyBytes_GET_SIZE(r)
             res = PyBytes_FromStringAndSize(NULL, n + tl)
             w = PyBytes_AS_STRING(res)
@@ -778,9 +792,10 @@ cdef class Block(_Framing):
         return 0
 
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1:
-        for r in records:
-            self._write_frame(r, out)
-        return len(records)
+        cdef Py_ssize_t i
+        for i in range(PyTuple_GET_SIZE(records)):
+            self._write_frame(<object>PyTuple_GET_ITEM(records, i), out)
+        return PyTuple_GET_SIZE(records)
 
     cdef int put_one(self, object record, ByteBuffer out) except -1:
         return self._write_frame(record, out)
@@ -1001,9 +1016,10 @@ cdef class Stream(FilterBase):
         return 0
 
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1:
-        for r in records:
-            out.append_object(r)
-        return len(records)
+        cdef Py_ssize_t i
+        for i in range(PyTuple_GET_SIZE(records)):
+            out.append_object(<object>PyTuple_GET_ITEM(records, i))
+        return PyTuple_GET_SIZE(records)
 
     cdef int put_one(self, object record, ByteBuffer out) except -1:
         return out.append_object(record)

@@ -13,12 +13,13 @@ One loop iteration (``_run_once``):
 6. call ``on_flush`` on every watcher marked dirty (coalesced writes).
 """
 cimport cython
-from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF, Py_XDECREF
 from cpython.tuple cimport PyTuple_GET_ITEM
+from cpython.list cimport PyList_GET_ITEM, PyList_GET_SIZE, PyList_SET_ITEM
 from cpython.exc cimport PyErr_CheckSignals
 from cpython.object cimport PyTypeObject, traverseproc, visitproc, inquiry
 from libc.stdlib cimport malloc, realloc, free
-from libc.string cimport memset
+from libc.string cimport memset, memmove
 from libc.stdint cimport uint32_t, uint64_t, int64_t
 from libc.errno cimport errno, EINTR
 from libc.math cimport ceil
@@ -39,6 +40,9 @@ from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_ADD, CP_DBG_KE
 cdef extern from "Python.h":
     object PyObject_Vectorcall(object callable, PyObject** args, size_t nargsf,
                                PyObject* kwnames)
+    ctypedef struct PyListObject:
+        PyObject** ob_item
+    void Py_SET_SIZE(object o, Py_ssize_t size)
 
 cdef extern from "includes/timerslack.h" nogil:
     long cp_timer_slack_get()
@@ -102,6 +106,48 @@ cdef str _signal_name(object sig):
         raise ValueError(f"signame: unknown signal {sig!r}") from None
 
 
+# -- the kernel's own lists (timer heap, event queue, dirty handlers) -------
+# Indexes are always in range and the lists are never None, so these replace
+# Cython's generic item assignment, pop and slice deletion (a slice object
+# per `del l[:k]`) with struct access; the lists keep their item arrays.
+
+cdef inline void _list_set(list l, Py_ssize_t i, object v) noexcept:
+    """l[i] = v, i in range; the old item is referenced elsewhere (a sift)."""
+    cdef PyObject* old = PyList_GET_ITEM(l, i)
+    Py_INCREF(v)
+    PyList_SET_ITEM(l, i, v)
+    Py_XDECREF(old)
+
+
+cdef inline object _list_take(list l, Py_ssize_t i):
+    """The item at i, leaving None in its slot (the list stays valid)."""
+    cdef object v = <object>PyList_GET_ITEM(l, i)
+    Py_INCREF(None)
+    PyList_SET_ITEM(l, i, None)
+    Py_DECREF(v)            # the list's reference, now held by v
+    return v
+
+
+cdef inline object _list_pop_last(list l):
+    """l.pop() of a non-empty list, keeping its item array."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(l) - 1
+    cdef object v = <object>PyList_GET_ITEM(l, n)
+    Py_SET_SIZE(l, n)
+    Py_DECREF(v)            # the list's reference, now held by v
+    return v
+
+
+cdef inline void _list_drop_nones(list l, Py_ssize_t k) noexcept:
+    """del l[:k] where l[:k] are the Nones _list_take left: what was
+    appended after them moves down, the item array is kept."""
+    cdef Py_ssize_t n = PyList_GET_SIZE(l), i
+    cdef PyObject** items = (<PyListObject*><PyObject*>l).ob_item
+    for i in range(k):
+        Py_DECREF(None)
+    memmove(items, items + k, (n - k) * sizeof(PyObject*))
+    Py_SET_SIZE(l, n - k)
+
+
 cdef inline bint _timer_lt(Timer a, Timer b):
     return a.when < b.when or (a.when == b.when and a.seq < b.seq)
 
@@ -116,15 +162,15 @@ cdef void _heap_push(list heap, Timer t):
         p = <Timer>heap[parent]
         if not _timer_lt(t, p):
             break
-        heap[i] = p
+        _list_set(heap, i, p)
         i = parent
-    heap[i] = t
+    _list_set(heap, i, t)
 
 
 cdef Timer _heap_pop(list heap):
     cdef Py_ssize_t n = len(heap), i, child
     cdef Timer top = <Timer>heap[0]
-    cdef Timer last = <Timer>heap.pop()
+    cdef Timer last = <Timer>_list_pop_last(heap)
     cdef Timer c
     n -= 1
     if n == 0:
@@ -139,9 +185,9 @@ cdef Timer _heap_pop(list heap):
         c = <Timer>heap[child]
         if not _timer_lt(c, last):
             break
-        heap[i] = c
+        _list_set(heap, i, c)
         i = child
-    heap[i] = last
+    _list_set(heap, i, last)
     return top
 
 
@@ -712,8 +758,7 @@ cdef class Kernel:
         cdef Session s
         while self._ready_head < end:
             k = self._ready_head
-            entry = ready[k]
-            ready[k] = None
+            entry = _list_take(ready, k)
             self._ready_head = k + 1
             target = (<tuple>entry)[0]
             event = (<tuple>entry)[1]
@@ -737,26 +782,32 @@ cdef class Kernel:
                 self.report_exception(f"Exception in handler of event {event!r}"
                                       if event is not None else "Exception in a callback",
                                       exc, target)
-        if self._ready_head >= len(ready):
-            del ready[:]
+        if self._ready_head >= PyList_GET_SIZE(ready):
+            _list_drop_nones(ready, self._ready_head)
             self._ready_head = 0
-        elif self._ready_head > 4096 and self._ready_head * 2 > len(ready):
-            del ready[:self._ready_head]
+        elif self._ready_head > 4096 and self._ready_head * 2 > PyList_GET_SIZE(ready):
+            _list_drop_nones(ready, self._ready_head)
             self._ready_head = 0
         return 0
 
     cdef int _flush_dirty(self) except -1:
         cdef list dirty = self._dirty
         cdef Handler h
-        cdef Py_ssize_t i, end = len(dirty)
+        cdef object o
+        cdef Py_ssize_t i, end = PyList_GET_SIZE(dirty)
+        # Handlers marked during this pass are appended after `end` and
+        # flushed by the next iteration.
         for i in range(end):
-            h = <Handler>dirty[i]
+            o = _list_take(dirty, i)
+            if o is None:       # left by a pass that a BaseException cut short
+                continue
+            h = <Handler>o
             h.dirty = False
             try:
                 h.on_flush()
             except Exception as exc:
                 self.report_exception("Exception while flushing output", exc, h)
-        del dirty[:end]
+        _list_drop_nones(dirty, end)
         return 0
 
     # ------------------------------------------------------------------

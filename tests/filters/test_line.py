@@ -300,6 +300,17 @@ def test_encoding_decodes_after_framing(impl):
     assert f.put(["é", b"raw"]) == [b"\xc3\xa9\r\n", b"raw\r\n"]
 
 
+def test_put_encodes_str_with_the_filter_encoding(impl):
+    f = impl.Line(encoding="latin-1")
+    assert f.put(["caf\u00e9", "x"]) == [b"caf\xe9\r\n", b"x\r\n"]
+    with pytest.raises(UnicodeEncodeError):
+        f.put(["\u20ac"])                      # not in latin-1: strict, as str.encode
+    with pytest.raises(TypeError, match="bytes-like"):
+        f.put([5])
+    with pytest.raises(TypeError, match="no encoding"):
+        impl.Line().put(["text"])
+
+
 def test_encoding_error_skips_the_line(impl):
     f = impl.Line(encoding="utf-8")
     with pytest.raises(FrameError, match="utf-8") as info:
