@@ -12,6 +12,14 @@ Echo server
     the benchmark's time is the round's wall time.  The server process's CPU
     time per request (``/proc/<pid>/task/*/sched`` run time, or
     ``/proc/<pid>/stat`` utime+stime) is in ``extra_info["server_cpu_us_per_req"]``.
+    ``c-epoll-line`` is the floor: a line echo server in C (the same program
+    as the load generator, ``loadgen echo-server``); the summary prints
+    "cypoe Server vs C server, both driven by the C line client" for each
+    pipelining depth from ``test_echo_server``'s medians, and
+    ``test_echo_vs_c_server`` measures the same ratio with the two servers
+    taking turns round by round (the figure to quote: robust to the load of
+    a shared machine).  Issue 13: no loss against 0.91x (pipelining 1) and
+    0.76x (pipelining 16).
 
 TCPMulti
     A client process opens 15,000 connections to a holding server in another
@@ -53,7 +61,7 @@ CONNECTIONS = 15_000
 CONNECT_ROUNDS = 3
 CHILD_TIMEOUT = 60.0            # any one exchange with a child process
 
-ECHO_IMPLS = ["cypoe", "asyncio-protocol", "asyncio-protocol-writelines",
+ECHO_IMPLS = ["cypoe", "c-epoll-line", "asyncio-protocol", "asyncio-protocol-writelines",
               "uvloop-protocol", "uvloop-protocol-writelines", "asyncio-streams",
               "twisted-linereceiver"]
 CONNECT_IMPLS = ["cypoe", "asyncio-create_connection", "uvloop-create_connection",
@@ -426,6 +434,9 @@ LOADGEN_C = r"""
  *               PIPELINE outstanding on each; every response line is checked;
  *               prints "ok <elapsed_ns> <responses>" or "err <reason>"
  *       "quit"
+ *   loadgen echo-server
+ *     a C line echo server on 127.0.0.1:0 (prints "port N"), the floor the
+ *     echo servers are compared with; runs until SIGTERM or stdin's end.
  *   loadgen hold
  *     listens on 127.0.0.1:0 (backlog 65535), prints "port N", accepts and
  *     holds connections (input discarded, EOF closes) until stdin ends or
@@ -634,6 +645,106 @@ static int run_hold(void) {
     return 0;
 }
 
+/* The C floor for the echo benchmark: a line echo server in the same shape
+ * as cypoe's (epoll, level-triggered, one read of up to 64 KiB per readable
+ * event, every complete line found with memchr and queued for echo, the
+ * partial tail kept, one send per read; what send leaves is sent on EPOLLOUT).
+ * Listens on 127.0.0.1:0, prints "port N"; runs until SIGTERM, stdin's end
+ * or 600 s. */
+typedef struct { char *in; int inlen; char *out; int outlen, outcap; int want_out; } econn_t;
+
+static int echo_flush(int ep, int fd, econn_t *k) {
+    int off = 0;
+    while (off < k->outlen) {
+        ssize_t w = send(fd, k->out + off, k->outlen - off, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+            return -1;
+        }
+        off += (int)w;
+    }
+    if (off) { memmove(k->out, k->out + off, k->outlen - off); k->outlen -= off; }
+    int want = k->outlen > 0;
+    if (want != k->want_out) {
+        struct epoll_event ev = {.events = EPOLLIN | (want ? EPOLLOUT : 0), .data.fd = fd};
+        epoll_ctl(ep, EPOLL_CTL_MOD, fd, &ev);
+        k->want_out = want;
+    }
+    return 0;
+}
+
+static void echo_close(int ep, int fd, econn_t *k) {
+    epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL); close(fd);
+    free(k->in); free(k->out); memset(k, 0, sizeof *k);
+}
+
+static int run_echo_server(void) {
+    int lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0), one = 1;
+    setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in sa; memset(&sa, 0, sizeof sa);
+    sa.sin_family = AF_INET; sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t sl = sizeof sa;
+    if (bind(lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(lfd, 4096) < 0
+        || getsockname(lfd, (struct sockaddr *)&sa, &sl) < 0) {
+        printf("err %s\n", strerror(errno)); return 2;
+    }
+    printf("port %d\n", ntohs(sa.sin_port)); fflush(stdout);
+    int maxfd = 65536;
+    econn_t *cs = calloc(maxfd, sizeof(econn_t));
+    int ep = epoll_create1(0);
+    struct epoll_event ev = {.events = EPOLLIN, .data.fd = lfd};
+    epoll_ctl(ep, EPOLL_CTL_ADD, lfd, &ev);
+    ev.data.fd = 0; epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev);
+    struct epoll_event evs[512];
+    long long deadline = now_ns() + 600LL * 1000000000LL;
+    while (now_ns() < deadline) {
+        int n = epoll_wait(ep, evs, 512, 1000);
+        for (int i = 0; i < n; i++) {
+            int fd = evs[i].data.fd;
+            if (fd == lfd) {
+                for (;;) {
+                    int c = accept4(lfd, NULL, NULL, SOCK_NONBLOCK);
+                    if (c < 0) break;
+                    if (c >= maxfd) { close(c); continue; }
+                    setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+                    cs[c].in = malloc(RBUF);
+                    struct epoll_event cev = {.events = EPOLLIN, .data.fd = c};
+                    epoll_ctl(ep, EPOLL_CTL_ADD, c, &cev);
+                }
+                continue;
+            }
+            if (fd == 0) {
+                char buf[64];
+                if (read(0, buf, sizeof buf) <= 0) return 0;
+                continue;
+            }
+            econn_t *k = &cs[fd];
+            if ((evs[i].events & EPOLLOUT) && echo_flush(ep, fd, k) < 0) { echo_close(ep, fd, k); continue; }
+            if (!(evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR))) continue;
+            if (k->inlen >= RBUF) { echo_close(ep, fd, k); continue; }   /* a line over 64 KiB */
+            ssize_t r = recv(fd, k->in + k->inlen, RBUF - k->inlen, 0);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) { echo_close(ep, fd, k); continue; }
+            if (r < 0) continue;
+            k->inlen += (int)r;
+            char *p = k->in, *end = k->in + k->inlen, *nl;
+            while (p < end && (nl = memchr(p, '\n', end - p)) != NULL) {
+                int len = (int)(nl + 1 - p);
+                if (k->outlen + len > k->outcap) {
+                    int cap = k->outcap ? k->outcap : 4096;
+                    while (cap < k->outlen + len) cap *= 2;
+                    k->out = realloc(k->out, cap); k->outcap = cap;
+                }
+                memcpy(k->out + k->outlen, p, len); k->outlen += len;
+                p = nl + 1;
+            }
+            if (p != k->in) { memmove(k->in, p, end - p); k->inlen = (int)(end - p); }
+            if (k->outlen && echo_flush(ep, fd, k) < 0) echo_close(ep, fd, k);
+        }
+    }
+    return 0;
+}
+
 static long rss_bytes(void) {
     long pages = 0, rss = 0;
     FILE *f = fopen("/proc/self/statm", "r");
@@ -696,7 +807,9 @@ int main(int argc, char **argv) {
         return run_echo(argv[2], atoi(argv[3]), atoi(argv[4]), atoi(argv[5]));
     }
     if (argc >= 2 && strcmp(argv[1], "hold") == 0) return run_hold();
-    fprintf(stderr, "usage: loadgen echo HOST PORT CONNS PIPELINE LINE_LEN | loadgen hold\n");
+    if (argc >= 2 && strcmp(argv[1], "echo-server") == 0) return run_echo_server();
+    fprintf(stderr, "usage: loadgen echo HOST PORT CONNS PIPELINE LINE_LEN | loadgen hold"
+                    " | loadgen echo-server\n");
     return 2;
 }
 """
@@ -837,7 +950,7 @@ def start_port_child(argv):
     return child, int(line.split()[1])
 
 
-SUMMARY = {"echo": {}, "connect": {}}
+SUMMARY = {"echo": {}, "connect": {}, "vs_c": {}}
 
 
 # -- echo server ---------------------------------------------------------------
@@ -847,11 +960,14 @@ SUMMARY = {"echo": {}, "connect": {}}
 def test_echo_server(benchmark, impl, loadgen_bin, server_impl, pipeline):
     if not _peer_available(server_impl):
         pytest.skip(f"{server_impl}: peer not installed")
+    if server_impl == "c-epoll-line" and not loadgen_bin:
+        pytest.skip("c-epoll-line: no C compiler")
     n = ECHO_REQUESTS[pipeline]
     impl(server_impl, f"echo server: {ECHO_CONNS} conns, {LINE_LEN}-byte lines, "
                       f"pipelining {pipeline:2d}, {n} requests")
-    server, port = start_port_child([sys.executable, os.path.abspath(__file__),
-                                     "echo-server", server_impl])
+    server, port = start_port_child(
+        [loadgen_bin, "echo-server"] if server_impl == "c-epoll-line"
+        else [sys.executable, os.path.abspath(__file__), "echo-server", server_impl])
     gen = None
     try:
         args = ["127.0.0.1", str(port), str(ECHO_CONNS), str(pipeline), str(LINE_LEN)]
@@ -907,6 +1023,87 @@ def test_echo_server(benchmark, impl, loadgen_bin, server_impl, pipeline):
 def _median(rounds):
     walls = sorted(r[0] for r in rounds)
     return walls[len(walls) // 2] if walls else float("nan")
+
+
+def _pin(cpu, argv):
+    """argv run on one CPU (taskset) when CYPOE_BENCH_PIN=1 and the machine
+    has two or more.  Off by default: on a shared machine a pinned process
+    waits for its CPU while the other one may be idle."""
+    if os.environ.get("CYPOE_BENCH_PIN") == "1" and shutil.which("taskset") \
+            and (os.cpu_count() or 1) >= 2:
+        return ["taskset", "-c", str(cpu)] + list(argv)
+    return list(argv)
+
+
+def _mid(values):
+    values = sorted(values)
+    return values[len(values) // 2] if values else float("nan")
+
+
+# -- cypoe Server vs a C server, interleaved -------------------------------------
+
+@pytest.mark.parametrize("pipeline", [1, 16])
+def test_echo_vs_c_server(benchmark, impl, loadgen_bin, pipeline):
+    """The cypoe Server and the C line echo server (``loadgen echo-server``),
+    each driven by its own C line client, take turns round by round (the
+    order flips every round; with CYPOE_BENCH_PIN=1 servers on CPU 0,
+    clients on CPU 1): the ratio
+    is the median of the per-round ratios, so a load change on the machine
+    hits both sides of a round alike."""
+    if not loadgen_bin:
+        pytest.skip("the C server and client need a C compiler")
+    n = ECHO_REQUESTS[pipeline]
+    impl("cypoe", f"cypoe Server vs C server (interleaved rounds): {ECHO_CONNS} conns, "
+                  f"{LINE_LEN}-byte lines, pipelining {pipeline:2d}, {n} requests")
+    children = []
+    try:
+        sides = {}
+        for name, argv in (("cypoe", [sys.executable, os.path.abspath(__file__),
+                                      "echo-server", "cypoe"]),
+                           ("c", [loadgen_bin, "echo-server"])):
+            server, port = start_port_child(_pin(0, argv))
+            children.append((server, True))
+            gen = Child(_pin(1, [loadgen_bin, "echo", "127.0.0.1", str(port), str(ECHO_CONNS),
+                                 str(pipeline), str(LINE_LEN)]))
+            children.append((gen, False))
+            ready = gen.readline()
+            assert ready == f"ready {ECHO_CONNS}", ready
+            sides[name] = (server, gen)
+
+        def go(name, count):
+            server, gen = sides[name]
+            cpu0 = cpu_seconds(server.pid)
+            gen.send(f"go {count}")
+            reply = gen.readline().split()
+            assert reply[0] == "ok", " ".join(reply)
+            assert int(reply[2]) == count
+            wall = int(reply[1]) / 1e9
+            return {"rps": count / wall, "cpu_us": (cpu_seconds(server.pid) - cpu0) / count * 1e6}
+
+        for name in sides:                      # warm-up: caches, allocator
+            go(name, n // 4)
+        per = []
+
+        def one_pair():
+            if len(per) % 2 == 0:
+                c, p = go("cypoe", n), go("c", n)
+            else:
+                p, c = go("c", n), go("cypoe", n)
+            per.append((c, p))
+
+        benchmark.pedantic(one_pair, rounds=ECHO_ROUNDS * 2 - 1, iterations=1)
+        info = {"ratio_rps": round(_mid([c["rps"] / p["rps"] for c, p in per]), 3),
+                "cpu_ratio": round(_mid([c["cpu_us"] / p["cpu_us"] for c, p in per]), 3),
+                "cypoe_rps": round(_mid([c["rps"] for c, _ in per])),
+                "c_server_rps": round(_mid([p["rps"] for _, p in per])),
+                "cypoe_cpu_us_per_req": round(_mid([c["cpu_us"] for c, _ in per]), 3),
+                "c_server_cpu_us_per_req": round(_mid([p["cpu_us"] for _, p in per]), 3),
+                "rounds": len(per)}
+        benchmark.extra_info.update(info)
+        SUMMARY["vs_c"][pipeline] = info
+    finally:
+        for child, terminate in reversed(children):
+            child.stop(terminate=terminate)
 
 
 # -- TCPMulti: connection rate and memory ----------------------------------------
@@ -978,7 +1175,7 @@ def test_open_connections(benchmark, impl, loadgen_bin, client_impl):
 def components_summary(request):
     yield
     tr = request.config.pluginmanager.getplugin("terminalreporter")
-    if tr is None or not (SUMMARY["echo"] or SUMMARY["connect"]):
+    if tr is None or not (SUMMARY["echo"] or SUMMARY["connect"] or SUMMARY["vs_c"]):
         return
     capture = request.config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
@@ -991,6 +1188,14 @@ def components_summary(request):
 def _write_summary(tr):
     tr.write_line("")
     tr.section("components: throughput, server CPU per request, targets")
+    for pipeline, v in sorted(SUMMARY["vs_c"].items()):
+        tr.write_line(
+            f"cypoe Server vs C server, both driven by the C line client, pipelining "
+            f"{pipeline:2d}: {v['ratio_rps']:.2f}x the C server's throughput "
+            f"({v['cypoe_rps']} vs {v['c_server_rps']} req/s), server CPU per request "
+            f"{v['cpu_ratio']:.2f}x ({v['cypoe_cpu_us_per_req']:.2f} vs "
+            f"{v['c_server_cpu_us_per_req']:.2f} us); median of {v['rounds']} interleaved "
+            f"round pairs")
     for pipeline in (1, 16):
         rows = {k[1]: v for k, v in SUMMARY["echo"].items() if k[0] == pipeline}
         if not rows:
@@ -1003,7 +1208,12 @@ def _write_summary(tr):
                           f"(CPU share {v['server_cpu_share']:.2f}, "
                           f"load generator {v['loadgen_cpu_share']:.2f})")
         me = rows.get("cypoe")
-        peers = {k: v for k, v in rows.items() if k != "cypoe"}
+        c_floor = rows.get("c-epoll-line")
+        if me and c_floor:
+            tr.write_line(f"    cypoe Server vs C server, both driven by the C line client: "
+                          f"{me[rate] / c_floor[rate]:.2f}x the C server's throughput, "
+                          f"server CPU per request {me['server_cpu_us_per_req'] / c_floor['server_cpu_us_per_req']:.2f}x the C server's")
+        peers = {k: v for k, v in rows.items() if k not in ("cypoe", "c-epoll-line")}
         if me and peers:
             best = max(peers, key=lambda k: peers[k][rate])
             ratio = me[rate] / peers[best][rate]
