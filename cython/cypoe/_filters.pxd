@@ -66,7 +66,7 @@ cdef class Line(_Framing):
                            Py_ssize_t limit) except -1
     cdef Py_ssize_t _parse_regexp(self, const char* base, Py_ssize_t n, list out,
                                   Py_ssize_t limit) except -1
-    cdef Py_ssize_t _keep(self, const char* base, Py_ssize_t n)
+    cdef Py_ssize_t _keep(self, const char* base, Py_ssize_t n) noexcept
     cdef Py_ssize_t _seek(self, const char* data, Py_ssize_t n)
     cdef int _absorb(self, const char* data, Py_ssize_t n) except -1
     cdef int _emit(self, const char* p, Py_ssize_t n, list out) except -1

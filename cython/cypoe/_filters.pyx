@@ -81,6 +81,25 @@ cdef object _line_too_long(Py_ssize_t max_length):
     return LineTooLong(f"line exceeds max_length ({max_length} bytes)")
 
 
+# Block's errors, built outside its parse loop (the loop stays C).
+cdef object _header_too_long():
+    return FrameError(f"length header longer than {MAX_HEADER_DIGITS} digits")
+
+
+cdef object _header_not_nul(unsigned char b):
+    return FrameError(f"length header digits followed by byte {b:#04x}, not NUL")
+
+
+cdef object _frame_too_long_digits(const char* digits, Py_ssize_t n, Py_ssize_t max_length):
+    # the header's own digits: a size past 2**64 is told as sent
+    return FrameTooLong(f"frame of {int(PyBytes_FromStringAndSize(digits, n))} bytes "
+                        f"exceeds max_length ({max_length} bytes)")
+
+
+cdef object _frame_too_long(unsigned long long size, Py_ssize_t max_length):
+    return FrameTooLong(f"frame of {size} bytes exceeds max_length ({max_length} bytes)")
+
+
 cdef list _chunk_list(object chunks):
     """The chunks of a get()/get_one_start() call as a list of bytes."""
     cdef list out
@@ -389,7 +408,7 @@ cdef class Line(_Framing):
             self.dirty = False
         return 0
 
-    cdef Py_ssize_t _keep(self, const char* base, Py_ssize_t n):
+    cdef Py_ssize_t _keep(self, const char* base, Py_ssize_t n) noexcept:
         """Trailing bytes of an unterminated tail that may start a terminator."""
         cdef Py_ssize_t k
         if self.mode == MODE_LITERAL:
@@ -641,7 +660,7 @@ cdef class Line(_Framing):
 # ===========================================================================
 # Block
 
-cdef inline bint _is_digit(char c):
+cdef inline bint _is_digit(char c) noexcept:
     return c >= 48 and c <= 57
 
 
@@ -868,22 +887,17 @@ cdef class Block(_Framing):
                     if run > MAX_HEADER_DIGITS:
                         p = q
                         self.bad_run = True
-                        self.error = FrameError(
-                            f"length header longer than {MAX_HEADER_DIGITS} digits")
+                        self.error = _header_too_long()
                         break
                     if q == end:
                         break                   # header not complete yet
                     if q[0] != 0:
-                        self.error = FrameError(
-                            f"length header digits followed by byte "
-                            f"{<unsigned char>q[0]:#04x}, not NUL")
+                        self.error = _header_not_nul(<unsigned char>q[0])
                         p = q
                         break
                     hs = run + 1
                     if value > max_length:
-                        self.error = FrameTooLong(
-                            f"frame of {int(PyBytes_FromStringAndSize(p, run))} bytes "
-                            f"exceeds max_length ({self.max_length} bytes)")
+                        self.error = _frame_too_long_digits(p, run, self.max_length)
                         p += hs
                         self.skip_payload = value
                         break
@@ -898,9 +912,7 @@ cdef class Block(_Framing):
                         else:
                             value = (value << 8) | <unsigned char>p[hs - 1 - i]
                     if value > max_length:
-                        self.error = FrameTooLong(
-                            f"frame of {value} bytes exceeds max_length "
-                            f"({self.max_length} bytes)")
+                        self.error = _frame_too_long(value, self.max_length)
                         p += hs
                         self.skip_payload = value
                         break
@@ -913,9 +925,7 @@ cdef class Block(_Framing):
                     if hs < 0:
                         break
                     if value > max_length:
-                        self.error = FrameTooLong(
-                            f"frame of {value} bytes exceeds max_length "
-                            f"({self.max_length} bytes)")
+                        self.error = _frame_too_long(value, self.max_length)
                         p += hs
                         self.skip_payload = value
                         break

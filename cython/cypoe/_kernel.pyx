@@ -148,7 +148,7 @@ cdef inline void _list_drop_nones(list l, Py_ssize_t k) noexcept:
     Py_SET_SIZE(l, n - k)
 
 
-cdef inline bint _timer_lt(Timer a, Timer b):
+cdef inline bint _timer_lt(Timer a, Timer b) noexcept:
     return a.when < b.when or (a.when == b.when and a.seq < b.seq)
 
 
