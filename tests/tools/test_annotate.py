@@ -10,7 +10,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CYTHON_DIR = os.path.join(ROOT, "cython", "cypoe")
 
-pytest.importorskip("Cython")
+pytest.importorskip("Cython")   # in the test extra; absent only outside it
 
 
 @pytest.fixture(scope="module")
