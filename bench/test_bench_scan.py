@@ -255,28 +255,38 @@ def test_scan_vs_nmap(benchmark, impl, open_ports, nmap):
     impl("cypoe", group="cypoe scan vs nmap -sT -T4 (interleaved rounds)")
     before = listening_ports()
     per = []
+    unexplained = {"cypoe": 0, "nmap": 0}
 
     def timed(fn, *args):
         t0 = time.perf_counter()
         found = fn(*args)
-        elapsed = time.perf_counter() - t0
-        check_found(found, open_ports, before)
-        return elapsed
+        return time.perf_counter() - t0, found
 
     def one_pair():
         if len(per) % 2 == 0:
-            c = timed(scan_cypoe)
-            n = timed(scan_nmap, nmap)
+            c, cf = timed(scan_cypoe)
+            n, nf = timed(scan_nmap, nmap)
         else:
-            n = timed(scan_nmap, nmap)
-            c = timed(scan_cypoe)
+            n, nf = timed(scan_nmap, nmap)
+            c, cf = timed(scan_cypoe)
+        # Both must find our ports.  Other processes on a shared machine
+        # open and close listeners (in the ephemeral range) during a scan,
+        # and nmap reports those as much as cypoe does: such ports are
+        # counted, not failed on.
+        for found in (cf, nf):
+            assert open_ports.ports <= found, sorted(open_ports.ports - found)
+        now = listening_ports()
+        unexplained["cypoe"] += len(cf - open_ports.ports - before - now)
+        unexplained["nmap"] += len(nf - open_ports.ports - before - now)
         per.append((c, n))
 
     benchmark.pedantic(one_pair, rounds=1 if QUICK else 5, iterations=1)
     mid = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
     info = {"ratio": round(mid([n / c for c, n in per]), 2),
             "cypoe_s": round(mid([c for c, _ in per]), 3),
-            "nmap_s": round(mid([n for _, n in per]), 3), "rounds": len(per)}
+            "nmap_s": round(mid([n for _, n in per]), 3), "rounds": len(per),
+            "transient_open_cypoe": unexplained["cypoe"],
+            "transient_open_nmap": unexplained["nmap"]}
     benchmark.extra_info.update(info)
     VS_NMAP.update(info)
 
@@ -288,10 +298,18 @@ def _vs_nmap_summary(request):
     if tr is None or not VS_NMAP:
         return
     v = VS_NMAP
-    tr.write_line("")
-    tr.write_line(f"cypoe scan vs nmap -sT -T4 (65535 ports of 127.0.0.1): {v['ratio']:.2f}x "
-                  f"faster (cypoe {v['cypoe_s']:.2f} s, nmap {v['nmap_s']:.2f} s; median of "
-                  f"{v['rounds']} interleaved rounds)")
+    line = (f"cypoe scan vs nmap -sT -T4 (65535 ports of 127.0.0.1): {v['ratio']:.2f}x "
+            f"faster (cypoe {v['cypoe_s']:.2f} s, nmap {v['nmap_s']:.2f} s; median of "
+            f"{v['rounds']} interleaved rounds; ports another process opened during a "
+            f"scan: cypoe {v['transient_open_cypoe']}, nmap {v['transient_open_nmap']})")
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    if capture is not None:
+        with capture.global_and_fixture_disabled():
+            tr.write_line("")
+            tr.write_line(line)
+    else:
+        tr.write_line("")
+        tr.write_line(line)
 
 
 def test_scan_asyncio(benchmark, impl, open_ports):
