@@ -39,6 +39,7 @@ Usage (from the repository root, venv active)::
     python bench/annotate.py --json out.json    # machine-readable as well
     python bench/annotate.py --all-functions --module _filters
     python bench/annotate.py --html-dir /tmp/ann --reuse   # keep/reuse HTML
+    cd /work/wt-other && python /work/wt-perf/bench/annotate.py   # review that tree
 
 Exit status 0; 2 when a module does not compile.
 """
@@ -53,7 +54,15 @@ import subprocess
 import sys
 import tempfile
 
+# The tree reviewed: --root, else the current directory when it is a cypoe
+# tree (so a worktree is reviewed by running another's copy of this script
+# from it), else the tree this script is in.
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _is_tree(path):
+    return os.path.isfile(os.path.join(path, "setup.py")) and \
+        os.path.isdir(os.path.join(path, "cython", "cypoe"))
 
 # The hot functions: (module where it lives today, qualified name, what it is).
 # The module is a hint: a function that moved to another module is still
@@ -407,10 +416,12 @@ def load_pages(outdir, cfg):
         mdir = os.path.join(outdir, module)
         if not os.path.isdir(mdir):
             continue
-        for name in sorted(os.listdir(mdir)):
-            if not name.endswith(".html"):
-                continue
-            with open(os.path.join(mdir, name), encoding="utf-8") as f:
+        # an included file in a subdirectory gets its page in one too
+        htmls = sorted(os.path.join(d, n) for d, _, names in os.walk(mdir)
+                       for n in names if n.endswith(".html"))
+        for path in htmls:
+            name = os.path.basename(path)
+            with open(path, encoding="utf-8") as f:
                 page = f.read()
             title = _TITLE_RE.search(page)
             source = _find_source(cython_dir, title.group(1) if title else name[:-5] + ".pyx")
@@ -531,7 +542,16 @@ def main(argv=None):
     p.add_argument("--reuse", action="store_true",
                    help="with --html-dir: skip modules whose HTML is newer than every source")
     p.add_argument("-j", "--jobs", type=int, default=1, help="parallel cython runs")
+    p.add_argument("--root", help="the cypoe tree to review (default: the current "
+                                  "directory if it is one, else this script's tree)")
     args = p.parse_args(argv)
+    global ROOT
+    if args.root:
+        ROOT = os.path.abspath(args.root)
+    elif _is_tree(os.getcwd()):
+        ROOT = os.getcwd()
+    if not _is_tree(ROOT):
+        p.error(f"{ROOT} is not a cypoe tree (setup.py, cython/cypoe)")
 
     cfg = build_config()
     modules = cfg["modules"]
@@ -564,6 +584,7 @@ def main(argv=None):
         json.dump(entries, sys.stdout, indent=1)
         sys.stdout.write("\n")
     else:
+        sys.stdout.write(f"cython -a review of {ROOT}\n")
         print_report(entries)
         if args.json:
             with open(args.json, "w", encoding="utf-8") as f:
