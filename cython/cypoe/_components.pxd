@@ -48,13 +48,15 @@ cdef class ComponentCore:
 
 
 cdef class ComponentConnection(ReadWrite):
+    # 15,000 of these are the point of TCPMulti: the fields are ordered so
+    # that a Conn fits a 240-byte allocation (224 + the GC header).
     cdef ComponentCore core
     cdef double deadline              # 0: no timeout pending
-    cdef double timeout_s             # length of the current timeout, 0: none
     cdef dict _heap                   # the user's dict, created on first use
     cdef list _timers                 # delay() timers, created on first use
-    cdef unsigned int state           # S_* in includes/consts.pxd
     cdef object _proto_in             # filter to clone at the first input, or None
+    cdef unsigned int timeout_ms      # length of the current timeout (ms, rounded up), 0: none
+    cdef unsigned int state           # S_* in includes/consts.pxd
     cdef int _call_user(self, object fn, tuple args) except -1
     cdef int end_now(self, bint report) except -1
     cdef int c_shutdown(self) except -1
@@ -75,10 +77,8 @@ cdef class Conn(ComponentConnection):
     cdef readonly object addr
     """The address connected to (a numeric str once resolved)."""
     cdef int _port
-    # Per-connection timeouts in whole milliseconds (rounded up): 4 bytes
-    # each keeps the object in a smaller allocation class, and 15,000 of
-    # them are the point of TCPMulti.
-    cdef unsigned int _connect_ms
+    # The input timeout in whole milliseconds (rounded up); the connect
+    # timeout is the current timeout (timeout_ms) while connecting.
     cdef unsigned int _input_ms
 
 

@@ -23,7 +23,10 @@ from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
 from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py, install_fast_put
 from cypoe._filters cimport FilterBase
 from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_CORES, cp_debug_counters
-from cypoe.includes.socket cimport sockaddr, sockaddr_storage, socklen_t, getsockname
+from cypoe.includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, getsockname,
+                                    inet_pton, c_AF_INET, c_AF_INET6)
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.string cimport strlen
 
 import errno as _errno
 import logging
@@ -313,7 +316,7 @@ cdef class ComponentCore:
     cdef int arm(self, ComponentConnection link, double seconds) except -1:
         """Start (or restart, or with 0 stop) ``link``'s timeout."""
         cdef double interval
-        link.timeout_s = seconds if seconds > 0.0 else 0.0
+        link.timeout_ms = _to_ms(seconds)
         if seconds <= 0.0:
             link.deadline = 0.0
             return 0
@@ -410,7 +413,7 @@ cdef class ComponentConnection(ReadWrite):
 
     def __cinit__(self):
         self.deadline = 0.0
-        self.timeout_s = 0.0
+        self.timeout_ms = 0
         self.state = 0
 
     # -- shared behaviour -------------------------------------------------
@@ -426,8 +429,8 @@ cdef class ComponentConnection(ReadWrite):
         # The input timeout ends a connection that sends nothing for that
         # long: any bytes restart it, not only whole records (a slow line
         # must not be cut off).  One store per wakeup that read anything.
-        if self.timeout_s > 0.0 and self.deadline > 0.0 and not (self.state & S_CONNECTING):
-            self.deadline = self.kernel.now() + self.timeout_s
+        if self.timeout_ms and self.deadline > 0.0 and not (self.state & S_CONNECTING):
+            self.deadline = self.kernel.now() + self.timeout_ms * 0.001
         return 0
 
     cdef int _feed(self, const char* data, Py_ssize_t n) except -1:
@@ -974,7 +977,7 @@ cdef class Conn(ComponentConnection):
         cdef double s
         if seconds is None:
             if self.state & (S_CONNECTING | S_RESOLVING):
-                return self._connect_ms / 1000.0
+                return self.timeout_ms / 1000.0
             return self._input_ms / 1000.0
         try:
             s = float(seconds)
@@ -984,9 +987,7 @@ cdef class Conn(ComponentConnection):
             raise ValueError(f"seconds: must be >= 0, not {seconds!r}")
         if self.state & S_ENDED:
             return None
-        if self.state & (S_CONNECTING | S_RESOLVING):
-            self._connect_ms = _to_ms(s)
-        else:
+        if not (self.state & (S_CONNECTING | S_RESOLVING)):
             self._input_ms = _to_ms(s)
         self.core.arm(self, s)
         return None
@@ -1200,7 +1201,6 @@ cdef class MultiCore(ComponentCore):
         c.core = self
         c.addr = address
         c._port = port
-        c._connect_ms = _to_ms(ct)
         c._input_ms = _to_ms(it)
         c._heap = heap
         c.kernel = self.kernel     # until setup(): lets delay()/post() work at once
@@ -1458,7 +1458,7 @@ cdef class ClientCore(ComponentCore):
         cdef ClientConnection c = <ClientConnection>conn
         c.state = (c.state & ~S_CONNECTING) | S_OPEN
         c.deadline = 0.0
-        c.timeout_s = 0.0
+        c.timeout_ms = 0
         if c is not self.conn:
             return 0
         # The socket object handed to user code owns the fd from now on, and
@@ -1592,16 +1592,19 @@ cdef class ClientCore(ComponentCore):
 
 cdef int _family_of(str address) except -1:
     """AF_INET / AF_INET6 for a numeric address, 0 for a name to resolve."""
-    try:
-        _socket.inet_pton(_socket.AF_INET, address)
-        return _socket.AF_INET
-    except OSError:
-        pass
-    try:
-        _socket.inet_pton(_socket.AF_INET6, address)
-        return _socket.AF_INET6
-    except OSError:
+    cdef Py_ssize_t n
+    cdef const char* text
+    cdef unsigned char buf[16]
+    if address is None:
         return 0
+    text = PyUnicode_AsUTF8AndSize(address, &n)
+    if n > 63 or strlen(text) != <size_t>n:     # no address is that long, or has a NUL
+        return 0
+    if inet_pton(c_AF_INET, text, buf) == 1:
+        return c_AF_INET
+    if inet_pton(c_AF_INET6, text, buf) == 1:
+        return c_AF_INET6
+    return 0
 
 
 def family_of(address):
