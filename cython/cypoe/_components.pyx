@@ -1,11 +1,22 @@
 # cython: language_level=3
-"""The per-connection half of Server, Client and TCPMulti, compiled.
+"""The compiled half of Server, Client and TCPMulti.
 
-Every connection of a component is one ``ComponentConnection``: a ReadWrite subclass whose
-event hooks call the user's callbacks directly, so the per-record path is
-recv -> filter -> hook -> user callback with no Python in between.  What all
-connections of a component share (callbacks, filter prototypes, timeouts)
-lives once in the component's ``ComponentCore``.
+Every connection of a component is one ``ComponentConnection``: a ReadWrite
+subclass whose event hooks call the user's callbacks directly, so the
+per-record path is recv -> filter -> hook -> user callback with no Python in
+between.  What all connections of a component share (callbacks, filter
+prototypes, timeouts) and the component's state machine live once in its
+``ComponentCore`` (``ServerCore``, ``ClientCore``, ``MultiCore``); a
+connection reaches it only through the core's typed hooks (see
+_components.pxd).  One connect path (``ComponentCore.open_connection``) and
+one name-resolution service (``NameLookup``) serve Client and TCPMulti.
+
+Words for the end of things (docs/decisions.rst): ``end_now`` closes a
+connection at once and, when asked, queues its terminal callback (its end);
+``c_shutdown`` is the graceful end (input ignored, output flushed, then
+end_now); ``close_conn`` closes the Client's connection without reporting
+it; a core's ``conn_ended`` is the terminal callback's hook and its ``end``
+the component's own end.
 
 Timeouts (connect, input) are a deadline stored on the connection and checked
 by one coarse sweep per component: resetting a timeout on every input is a
@@ -313,14 +324,14 @@ cdef class ComponentCore:
                             str errstr) except -1:
         return 0
 
-    cdef int arm(self, ComponentConnection link, double seconds) except -1:
-        """Start (or restart, or with 0 stop) ``link``'s timeout."""
+    cdef int arm(self, ComponentConnection conn, double seconds) except -1:
+        """Start (or restart, or with 0 stop) ``conn``'s timeout."""
         cdef double interval
-        link.timeout_ms = _to_ms(seconds)
+        conn.timeout_ms = _to_ms(seconds)
         if seconds <= 0.0:
-            link.deadline = 0.0
+            conn.deadline = 0.0
             return 0
-        link.deadline = self.kernel.now() + seconds
+        conn.deadline = self.kernel.now() + seconds
         interval = seconds / 8.0
         if interval < MIN_SWEEP:
             interval = MIN_SWEEP
@@ -335,9 +346,9 @@ cdef class ComponentCore:
             self._schedule_sweep()
         return 0
 
-    cdef int attach(self, ComponentConnection link, int fd, object in_proto, object out_proto,
+    cdef int attach(self, ComponentConnection conn, int fd, object in_proto, object out_proto,
                     bint connecting) except -1:
-        """Register ``fd`` as ``link``'s socket.  The input filter is cloned
+        """Register ``fd`` as ``conn``'s socket.  The input filter is cloned
         from ``in_proto`` only when the first bytes arrive (a connection that
         never receives needs none); a built-in output filter is stateless
         and shared by every connection."""
@@ -346,8 +357,8 @@ cdef class ComponentCore:
             outf = in_proto if out_proto is None else out_proto
             if not isinstance(outf, FilterBase):
                 outf = make_filter(outf, "output_filter")
-            link.setup(self.kernel, fd, in_proto, outf, connecting)
-            link._proto_in = in_proto
+            conn.setup(self.kernel, fd, in_proto, outf, connecting)
+            conn._proto_in = in_proto
             return 0
         # A user filter (or a class / factory): one fresh instance, used for
         # both directions unless an output filter of its own is given.
@@ -358,7 +369,7 @@ cdef class ComponentCore:
             outf = out_proto
         else:
             outf = make_filter(out_proto, "output_filter")
-        link.setup(self.kernel, fd, inf, outf, connecting)
+        conn.setup(self.kernel, fd, inf, outf, connecting)
         return 0
 
     cdef int _schedule_sweep(self) except -1:
@@ -369,29 +380,29 @@ cdef class ComponentCore:
 
     def _sweep(self):
         cdef double now = self.kernel.now()
-        cdef ComponentConnection link
+        cdef ComponentConnection conn
         cdef list due = None
         cdef bint any_timed = False
         self._sweep_timer = None
         for obj in self.conns.values():
-            link = <ComponentConnection>obj
-            if link.deadline > 0.0:
-                if link.deadline <= now:
+            conn = <ComponentConnection>obj
+            if conn.deadline > 0.0:
+                if conn.deadline <= now:
                     if due is None:
                         due = []
-                    due.append(link)
+                    due.append(conn)
                 else:
                     any_timed = True
         if due is not None:
             for obj in due:
-                link = <ComponentConnection>obj
+                conn = <ComponentConnection>obj
                 # Re-check: an earlier expiry's callback may have changed it.
-                if link.deadline > 0.0 and link.deadline <= now and not (link.state & S_ENDED):
-                    link.deadline = 0.0
+                if conn.deadline > 0.0 and conn.deadline <= now and not (conn.state & S_ENDED):
+                    conn.deadline = 0.0
                     try:
-                        self.timed_out(link)
+                        self.timed_out(conn)
                     except Exception as exc:
-                        link._user_exception(exc)
+                        conn._user_exception(exc)
             for obj in self.conns.values():
                 if (<ComponentConnection>obj).deadline > 0.0:
                     any_timed = True
@@ -401,10 +412,10 @@ cdef class ComponentCore:
         else:
             self._sweep_interval = 0.0
 
-    cdef int timed_out(self, ComponentConnection link) except -1:
+    cdef int timed_out(self, ComponentConnection conn) except -1:
         return 0
 
-    cdef int conn_ended(self, ComponentConnection link) except -1:
+    cdef int conn_ended(self, ComponentConnection conn) except -1:
         return 0
 
 
@@ -836,8 +847,8 @@ cdef class ServerCore(ComponentCore):
             conn._call_user(self.client_connected, self.client_args)
         return 0
 
-    cdef int conn_ended(self, ComponentConnection link) except -1:
-        cdef Connection conn = <Connection>link
+    cdef int conn_ended(self, ComponentConnection c) except -1:
+        cdef Connection conn = <Connection>c
         if conn.state & S_CONNECTED and self.client_disconnected is not None:
             invoke(self.kernel, "client_disconnected", self.client_disconnected, conn, ())
         self._release_slot()
@@ -850,8 +861,8 @@ cdef class ServerCore(ComponentCore):
             self.end(True)
         return 0
 
-    cdef int timed_out(self, ComponentConnection link) except -1:
-        cdef Connection conn = <Connection>link
+    cdef int timed_out(self, ComponentConnection c) except -1:
+        cdef Connection conn = <Connection>c
         if conn.state & S_SHUTTING:
             # Already closing and still silent: no second wait for a flush.
             conn.end_now(True)
@@ -1419,7 +1430,7 @@ cdef class ClientCore(ComponentCore):
         connection first, without ``disconnected``)."""
         cdef ClientConnection c
         cdef int family
-        self.drop_conn()
+        self.close_conn()
         self.shutting_down = False
         self.attempt += 1
         c = ClientConnection.__new__(ClientConnection)
@@ -1551,7 +1562,7 @@ cdef class ClientCore(ComponentCore):
             self.end_if_idle()
         return 0
 
-    def drop_conn(self):
+    def close_conn(self):
         """Close the current connection (or attempt) without reporting it."""
         cdef ClientConnection c = self.conn
         self.conn = None
@@ -1584,7 +1595,7 @@ cdef class ClientCore(ComponentCore):
             self.end_if_idle()
             return
         if not c.connected:
-            self.drop_conn()
+            self.close_conn()
             self.end_if_idle()
             return
         c.c_shutdown()

@@ -217,6 +217,8 @@ class Server:
         return self._bound
 
     def getsockname(self) -> Any:
+        """The listening socket's address (a tuple, or a UNIX socket's path),
+        or None when the Server could not listen."""
         return self._core.sockname
 
     def set_concurrency(self, n: int) -> None:
