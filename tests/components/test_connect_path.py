@@ -188,3 +188,26 @@ def test_client_with_a_domain_still_looks_names_up_off_the_loop(kernel, fake_nam
     assert got == [b"x"]
     assert [(h, f) for h, f, _ in fake_names] == [("inet.cypoe.test", socket.AF_INET)]
     assert fake_names[0][2] is not threading.main_thread()
+
+
+# -- the components' hooks are typed ----------------------------------------------
+
+HOOKS = ("tcp_connected", "conn_ready", "connect_failed", "resolved", "timed_out",
+         "conn_ended", "open_connection")
+# What the compiled connections used to call on the Python components.
+OLD_UNTYPED_HOOKS = ("_finished", "_resolve", "_conn_gone", "_tcp_connected", "_ready",
+                     "_connect_failed", "_connect_timed_out", "_link_ended", "_link",
+                     "_states", "_maybe_end", "_finish", "_on_stop", "_hold")
+
+
+def test_connection_hooks_are_typed_and_not_on_the_python_components():
+    from cypoe import _components
+    cores = (_components.ComponentCore, _components.ServerCore, _components.ClientCore,
+             _components.MultiCore)
+    for core in cores:
+        for hook in HOOKS:
+            # a cdef method: no Python attribute, no Python call
+            assert not hasattr(core, hook), (core.__name__, hook)
+    for component in (Server, Client, TCPMulti):
+        for name in OLD_UNTYPED_HOOKS:
+            assert not hasattr(component, name), (component.__name__, name)
