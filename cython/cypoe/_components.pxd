@@ -75,7 +75,8 @@ cdef class Connection(ComponentConnection):
 
 cdef class Conn(ComponentConnection):
     cdef readonly object addr
-    """The address connected to (a numeric str once resolved)."""
+    """The address given to connect(): a numeric address, or the host name
+    that was looked up (it stays the name)."""
     cdef int _port
     # The input timeout in whole milliseconds (rounded up); the connect
     # timeout is the current timeout (timeout_ms) while connecting.
