@@ -1,11 +1,22 @@
 # cython: language_level=3
-"""The per-connection half of Server, Client and TCPMulti, compiled.
+"""The compiled half of Server, Client and TCPMulti.
 
-Every connection of a component is one ``_Link``: a ReadWrite subclass whose
-event hooks call the user's callbacks directly, so the per-record path is
-recv -> filter -> hook -> user callback with no Python in between.  What all
-connections of a component share (callbacks, filter prototypes, timeouts)
-lives once in the component's ``_Core``.
+Every connection of a component is one ``ComponentConnection``: a ReadWrite
+subclass whose event hooks call the user's callbacks directly, so the
+per-record path is recv -> filter -> hook -> user callback with no Python in
+between.  What all connections of a component share (callbacks, filter
+prototypes, timeouts) and the component's state machine live once in its
+``ComponentCore`` (``ServerCore``, ``ClientCore``, ``MultiCore``); a
+connection reaches it only through the core's typed hooks (see
+_components.pxd).  One connect path (``ComponentCore.open_connection``) and
+one name-resolution service (``NameLookup``) serve Client and TCPMulti.
+
+Words for the end of things (docs/decisions.rst): ``end_now`` closes a
+connection at once and, when asked, queues its terminal callback (its end);
+``c_shutdown`` is the graceful end (input ignored, output flushed, then
+end_now); ``close_conn`` closes the Client's connection without reporting
+it; a core's ``conn_ended`` is the terminal callback's hook and its ``end``
+the component's own end.
 
 Timeouts (connect, input) are a deadline stored on the connection and checked
 by one coarse sweep per component: resetting a timeout on every input is a
@@ -17,22 +28,28 @@ never called from inside another callback of the same connection.
 """
 cimport cython
 from libc.math cimport ceil
-from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL
+from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL, EINPROGRESS
 
 from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
 from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py, install_fast_put
 from cypoe._filters cimport FilterBase
 from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_CORES, cp_debug_counters
-from cypoe.includes.socket cimport sockaddr, sockaddr_storage, socklen_t, getsockname
+from cypoe.includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, getsockname,
+                                    inet_pton, c_AF_INET, c_AF_INET6)
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.string cimport strlen
 
 import errno as _errno
 import logging
 import os
 import socket as _socket
+import threading as _threading
 
 from cypoe.errors import CypoeError
 
 cdef object _log = logging.getLogger("cypoe")
+cdef int _AF_UNIX = _socket.AF_UNIX
+cdef int _SOCK_STREAM_NB = _socket.SOCK_STREAM | _socket.SOCK_NONBLOCK | _socket.SOCK_CLOEXEC
 
 
 def _debug_counters():
@@ -70,23 +87,48 @@ cdef inline str _strerror(int err):
     return os.strerror(err)
 
 
+def check_timeout(str name, value):
+    """A timeout parameter: seconds as a float; None -> 0.0 (disabled)."""
+    if value is None:
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name}: expected a number of seconds, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name}: must be >= 0, not {value}")
+    return float(value)
+
+
+def check_filter_spec(str name, spec):
+    """The one check of a ``*_filter`` parameter (Server, Client, TCPMulti):
+    a Filter instance (cloned per connection), a Filter class or a
+    zero-argument factory.  Returns ``spec``; TypeError otherwise."""
+    if spec is None:
+        return None
+    if isinstance(spec, type):
+        return spec
+    if hasattr(spec, "get_one_start"):
+        if hasattr(spec, "clone"):
+            return spec
+    elif callable(spec):
+        return spec
+    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
+                    f"not {type(spec).__name__}")
+
+
 cdef object make_filter(object spec, str name):
-    """A fresh filter from a ``*_filter`` parameter: an instance is cloned, a
-    class or factory is called."""
+    """A fresh filter from a checked ``*_filter`` parameter: an instance is
+    cloned, a class or factory is called."""
     if spec is None:
         return None
     if hasattr(spec, "get_one_start") and not isinstance(spec, type):
         return spec.clone()
-    if callable(spec):
-        return spec()
-    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
-                    f"not {type(spec).__name__}")
+    return check_filter_spec(name, spec)()
 
 
 # -- user callbacks ------------------------------------------------------------
 #
 # Every callback of a component is called through invoke() (directly, or
-# from a ReadWrite hook whose exception reaches _Link._user_exception, which
+# from a ReadWrite hook whose exception reaches ComponentConnection._user_exception, which
 # reports through the same function): an exception is reported with its
 # traceback through the kernel's exception handler (logger ``cypoe`` by
 # default) and the caller closes what the callback concerned -- its
@@ -133,8 +175,102 @@ def _default_error_is_quiet(int errnum):
     return errnum == 0 or errnum == ECONNRESET
 
 
-cdef class _Core:
-    """What every connection of one component shares."""
+# -- name resolution ------------------------------------------------------------
+#
+# The one name-resolution service of the components: getaddrinfo for a name
+# that is not a numeric address, in a thread, so that a lookup never blocks
+# the loop.  The answer reaches the component's core through its typed
+# ``resolved`` hook, on the loop.
+
+@cython.final
+cdef class NameLookup:
+    """One lookup in flight for ``conn`` of ``core``."""
+    cdef ComponentCore core
+    cdef ComponentConnection conn
+    cdef object host, port, bind_host, bind_port
+    cdef int family
+
+    def _run(self):
+        # In the lookup thread: no cypoe object is touched here.
+        cdef Kernel k = self.core.kernel
+        try:
+            infos = _socket.getaddrinfo(self.host, self.port, self.family, _socket.SOCK_STREAM)
+            fam, _, _, _, sa = infos[0]
+            result = (int(fam), str(sa[0]), 0, None)
+        except (_socket.gaierror, OSError, UnicodeError) as exc:
+            result = (0, None, getattr(exc, "errno", None) or 0,
+                      getattr(exc, "strerror", None) or str(exc))
+        k.call_soon_threadsafe(self._deliver, *result)
+
+    def _deliver(self, int family, numeric, int errnum, errstr):
+        # On the loop.
+        cdef ComponentCore core = self.core
+        cdef ComponentConnection conn = self.conn
+        self.core = None
+        self.conn = None
+        core.resolved(conn, family, numeric, errnum, errstr, self.bind_host, self.bind_port)
+
+
+cdef int start_lookup(ComponentCore core, ComponentConnection conn, object host, object port,
+                      int family, object bind_host, object bind_port) except -1:
+    """Look ``host`` up off the loop; ``core.resolved(conn, ...)`` follows
+    (with ``bind_host``/``bind_port`` for the connect)."""
+    cdef NameLookup q = NameLookup.__new__(NameLookup)
+    q.core = core
+    q.conn = conn
+    q.host = host
+    q.port = port
+    q.family = family
+    q.bind_host = bind_host
+    q.bind_port = bind_port
+    _threading.Thread(target=q._run, name="cypoe-resolve", daemon=True).start()
+    return 0
+
+
+# -- the connect path -----------------------------------------------------------
+
+cdef int connect_socket(int family, str numeric, object port, object bind_host,
+                        object bind_port, int* err, const char** op) except -2:
+    """A non-blocking socket connecting to a numeric address (a path for
+    AF_UNIX): its fd, or -1 with ``err``/``op`` set (op "socket", "bind" or
+    "connect")."""
+    cdef int fd
+    if family != _AF_UNIX:
+        try:
+            return nb_connect(family, numeric, port, bind_host,
+                              bind_port if bind_port is not None else 0, err, op)
+        except ValueError:
+            err[0] = EINVAL
+            op[0] = "connect"
+            return -1
+    # A UNIX socket connects to a path; EAGAIN is a full backlog there, not a
+    # connect in progress: the attempt has failed.
+    op[0] = "socket"
+    try:
+        sock = _socket.socket(_AF_UNIX, _SOCK_STREAM_NB)
+    except OSError as exc:
+        err[0] = exc.errno or 0
+        return -1
+    try:
+        if bind_host is not None:
+            op[0] = "bind"
+            sock.bind(bind_host)
+        op[0] = "connect"
+        rc = sock.connect_ex(numeric)
+    except OSError as exc:
+        sock.close()
+        err[0] = exc.errno or 0
+        return -1
+    if rc != 0 and rc != EINPROGRESS:
+        sock.close()
+        err[0] = rc
+        return -1
+    return sock.detach()
+
+
+cdef class ComponentCore:
+    """What every connection of one component shares, and the component's
+    state machine: the hooks below are what its connections call."""
 
     def __cinit__(self):
         self.conns = {}
@@ -145,14 +281,57 @@ cdef class _Core:
     def __dealloc__(self):
         CP_DBG_DEC(CP_DBG_CORES)
 
-    cdef int arm(self, _Link link, double seconds) except -1:
-        """Start (or restart, or with 0 stop) ``link``'s timeout."""
-        cdef double interval
-        link.timeout_s = seconds if seconds > 0.0 else 0.0
-        if seconds <= 0.0:
-            link.deadline = 0.0
+    cdef int unregister(self) except -1:
+        """The component has ended: it no longer counts as work for the
+        kernel, and its alias goes."""
+        if self.hook is not None:
+            self.kernel.unregister_component(self.hook)
+        if self.alias is not None and self.kernel.alias_resolve(self.alias) is self.owner:
+            self.kernel.alias_remove(self.alias)
+        return 0
+
+    cdef int open_connection(self, ComponentConnection conn, int family, str numeric,
+                             object port, object bind_host, object bind_port) except -1:
+        cdef int err = 0
+        cdef const char* op = NULL
+        cdef int fd = connect_socket(family, numeric, port, bind_host, bind_port, &err, &op)
+        if fd < 0:
+            conn.state |= S_ERROR
+            # Reported like an asynchronous failure: never from inside the
+            # call that started the connect.
+            self.kernel.call_soon(self._connect_failed_soon,
+                                  (conn, (<bytes>op).decode(), err, _strerror(err)))
             return 0
-        link.deadline = self.kernel.now() + seconds
+        conn.state = (conn.state & ~S_RESOLVING) | S_CONNECTING
+        self.attach(conn, fd, self.in_filter, self.out_filter, True)
+        return 0
+
+    def _connect_failed_soon(self, ComponentConnection conn, str op, int errnum, str errstr):
+        if not (conn.state & S_ENDED):
+            self.connect_failed(conn, op, errnum, errstr)
+
+    cdef int resolved(self, ComponentConnection conn, int family, str numeric, int errnum,
+                      str errstr, object bind_host, object bind_port) except -1:
+        return 0
+
+    cdef int tcp_connected(self, ComponentConnection conn) except -1:
+        return self.conn_ready(conn)
+
+    cdef int conn_ready(self, ComponentConnection conn) except -1:
+        return 0
+
+    cdef int connect_failed(self, ComponentConnection conn, str op, int errnum,
+                            str errstr) except -1:
+        return 0
+
+    cdef int arm(self, ComponentConnection conn, double seconds) except -1:
+        """Start (or restart, or with 0 stop) ``conn``'s timeout."""
+        cdef double interval
+        conn.timeout_ms = _to_ms(seconds)
+        if seconds <= 0.0:
+            conn.deadline = 0.0
+            return 0
+        conn.deadline = self.kernel.now() + seconds
         interval = seconds / 8.0
         if interval < MIN_SWEEP:
             interval = MIN_SWEEP
@@ -167,9 +346,9 @@ cdef class _Core:
             self._schedule_sweep()
         return 0
 
-    cdef int attach(self, _Link link, int fd, object in_proto, object out_proto,
+    cdef int attach(self, ComponentConnection conn, int fd, object in_proto, object out_proto,
                     bint connecting) except -1:
-        """Register ``fd`` as ``link``'s socket.  The input filter is cloned
+        """Register ``fd`` as ``conn``'s socket.  The input filter is cloned
         from ``in_proto`` only when the first bytes arrive (a connection that
         never receives needs none); a built-in output filter is stateless
         and shared by every connection."""
@@ -178,8 +357,8 @@ cdef class _Core:
             outf = in_proto if out_proto is None else out_proto
             if not isinstance(outf, FilterBase):
                 outf = make_filter(outf, "output_filter")
-            link.setup(self.kernel, fd, in_proto, outf, connecting)
-            link._proto_in = in_proto
+            conn.setup(self.kernel, fd, in_proto, outf, connecting)
+            conn._proto_in = in_proto
             return 0
         # A user filter (or a class / factory): one fresh instance, used for
         # both directions unless an output filter of its own is given.
@@ -190,7 +369,7 @@ cdef class _Core:
             outf = out_proto
         else:
             outf = make_filter(out_proto, "output_filter")
-        link.setup(self.kernel, fd, inf, outf, connecting)
+        conn.setup(self.kernel, fd, inf, outf, connecting)
         return 0
 
     cdef int _schedule_sweep(self) except -1:
@@ -201,31 +380,31 @@ cdef class _Core:
 
     def _sweep(self):
         cdef double now = self.kernel.now()
-        cdef _Link link
+        cdef ComponentConnection conn
         cdef list due = None
         cdef bint any_timed = False
         self._sweep_timer = None
         for obj in self.conns.values():
-            link = <_Link>obj
-            if link.deadline > 0.0:
-                if link.deadline <= now:
+            conn = <ComponentConnection>obj
+            if conn.deadline > 0.0:
+                if conn.deadline <= now:
                     if due is None:
                         due = []
-                    due.append(link)
+                    due.append(conn)
                 else:
                     any_timed = True
         if due is not None:
             for obj in due:
-                link = <_Link>obj
+                conn = <ComponentConnection>obj
                 # Re-check: an earlier expiry's callback may have changed it.
-                if link.deadline > 0.0 and link.deadline <= now and not (link.state & S_ENDED):
-                    link.deadline = 0.0
+                if conn.deadline > 0.0 and conn.deadline <= now and not (conn.state & S_ENDED):
+                    conn.deadline = 0.0
                     try:
-                        self._expired(link)
+                        self.timed_out(conn)
                     except Exception as exc:
-                        link._user_exception(exc)
+                        conn._user_exception(exc)
             for obj in self.conns.values():
-                if (<_Link>obj).deadline > 0.0:
+                if (<ComponentConnection>obj).deadline > 0.0:
                     any_timed = True
                     break
         if any_timed:
@@ -233,19 +412,19 @@ cdef class _Core:
         else:
             self._sweep_interval = 0.0
 
-    cdef int _expired(self, _Link link) except -1:
+    cdef int timed_out(self, ComponentConnection conn) except -1:
         return 0
 
-    cdef int link_ended(self, _Link link) except -1:
+    cdef int conn_ended(self, ComponentConnection conn) except -1:
         return 0
 
 
-cdef class _Link(ReadWrite):
+cdef class ComponentConnection(ReadWrite):
     """One connection of a component (internal base)."""
 
     def __cinit__(self):
         self.deadline = 0.0
-        self.timeout_s = 0.0
+        self.timeout_ms = 0
         self.state = 0
 
     # -- shared behaviour -------------------------------------------------
@@ -261,8 +440,8 @@ cdef class _Link(ReadWrite):
         # The input timeout ends a connection that sends nothing for that
         # long: any bytes restart it, not only whole records (a slow line
         # must not be cut off).  One store per wakeup that read anything.
-        if self.timeout_s > 0.0 and self.deadline > 0.0 and not (self.state & S_CONNECTING):
-            self.deadline = self.kernel.now() + self.timeout_s
+        if self.timeout_ms and self.deadline > 0.0 and not (self.state & S_CONNECTING):
+            self.deadline = self.kernel.now() + self.timeout_ms * 0.001
         return 0
 
     cdef int _feed(self, const char* data, Py_ssize_t n) except -1:
@@ -293,15 +472,15 @@ cdef class _Link(ReadWrite):
         report_callback_exception(
             self.core.kernel if self.core is not None else self.kernel,
             f"a {type(self).__name__} callback (the connection is closed)", exc, self)
-        self._end(True)
+        self.end_now(True)
         return 0
 
     cdef int c_close(self) except -1:
         # Every way of closing (close(), an exception, ReadWrite itself)
         # ends the connection for its component too.
-        return self._end(True)
+        return self.end_now(True)
 
-    cdef int _end(self, bint notify) except -1:
+    cdef int end_now(self, bint notify) except -1:
         if self.state & S_ENDED:
             return 0
         self.state |= S_ENDED
@@ -317,16 +496,16 @@ cdef class _Link(ReadWrite):
             if notify:
                 # The terminal callback never runs inside another callback;
                 # until it has run the connection still counts.
-                self.core.kernel.call_soon(self._ended, ())
+                self.core.kernel.call_soon(self._report_end, ())
             else:
                 self.core.conns.pop(self.id, None)
         return 0
 
-    def _ended(self):
+    def _report_end(self):
         self.core.conns.pop(self.id, None)
-        self.core.link_ended(self)
+        self.core.conn_ended(self)
 
-    cdef int _graceful(self) except -1:
+    cdef int c_shutdown(self) except -1:
         """Stop input, flush pending output, then end.  Called again (an
         error while flushing drops the output) it ends the connection once
         nothing is left to write: a connection never waits for a flush that
@@ -340,7 +519,7 @@ cdef class _Link(ReadWrite):
         if (self.fd >= 0 and not self.is_closed() and self.pending_out() > 0
                 and not (self.state & S_CONNECTING)):
             return 0            # _on_flushed (or a write error) finishes it
-        return self._end(True)
+        return self.end_now(True)
 
     cdef int _cancel_timers(self) except -1:
         cdef Kernel k = self.kernel
@@ -373,9 +552,9 @@ cdef class _Link(ReadWrite):
 
     def _named_event(self, str event, tuple args):
         if event == "shutdown":
-            self._graceful()
+            self.c_shutdown()
             return
-        states = self.core.owner._states
+        states = self.core.states
         fn = states.get(event) if states is not None else None
         if fn is None:
             self.core.kernel.report_exception(
@@ -465,13 +644,13 @@ cdef class _Link(ReadWrite):
 
     def shutdown(self):
         """Graceful end: input ignored, pending output flushed, then closed."""
-        self._graceful()
+        self.c_shutdown()
 
 
 # ---------------------------------------------------------------------------
 # Server
 
-cdef class Connection(_Link):
+cdef class Connection(ComponentConnection):
     """One client connection of a Server (POE's per-client session)."""
 
     @property
@@ -485,14 +664,14 @@ cdef class Connection(_Link):
         return self.remote_port
 
     cdef int _on_input(self, object record) except -1:
-        cdef _ServerCore core = <_ServerCore>self.core
+        cdef ServerCore core = <ServerCore>self.core
         if self.state & S_SHUTTING:
             return 0
         core.client_input(self, record)
         return 0
 
     cdef int _on_error(self, str op, int errnum, str errstr) except -1:
-        cdef _ServerCore core = <_ServerCore>self.core
+        cdef ServerCore core = <ServerCore>self.core
         self.state |= S_ERROR
         if op == "tls" and not (self.state & S_CONNECTED):
             # The handshake failed: the client never "connected".
@@ -502,8 +681,8 @@ cdef class Connection(_Link):
                 _log.warning("cypoe: TLS handshake with %s:%s failed: %s",
                              self.remote_ip, self.remote_port, errstr)
             if not (self.state & S_ENDED):     # client_error may have closed it
-                self._end(False)
-                core.link_ended(self)
+                self.end_now(False)
+                core.conn_ended(self)
             return 0
         if core.client_error is not None:
             core.client_error(self, op, errnum, errstr)
@@ -513,35 +692,34 @@ cdef class Connection(_Link):
         if core.shutdown_on_error or (self.state & S_SHUTTING):
             # Shutting already: a write error dropped what was waiting to
             # be flushed, so this ends it.
-            self._graceful()
+            self.c_shutdown()
         return 0
 
     cdef int _on_flushed(self) except -1:
-        cdef _ServerCore core = <_ServerCore>self.core
+        cdef ServerCore core = <ServerCore>self.core
         # Before client_connected only the TLS handshake was written: not a
         # flush of the application's output.  (A shutting connection still
         # ends here.)
         if core.client_flushed is not None and (self.state & S_CONNECTED):
             core.client_flushed(self)
         if self.state & S_SHUTTING:
-            self._end(True)
+            self.end_now(True)
         return 0
 
     cdef int _on_high(self) except -1:
-        cdef _ServerCore core = <_ServerCore>self.core
+        cdef ServerCore core = <ServerCore>self.core
         if core.client_high is not None:
             core.client_high(self)
         return 0
 
     cdef int _on_low(self) except -1:
-        cdef _ServerCore core = <_ServerCore>self.core
+        cdef ServerCore core = <ServerCore>self.core
         if core.client_low is not None:
             core.client_low(self)
         return 0
 
     cdef int _on_handshake(self) except -1:
-        (<_ServerCore>self.core).connected(self)
-        return 0
+        return self.core.conn_ready(self)
 
     def __repr__(self):
         return f"<cypoe.Connection id={self.id} {self.remote_ip}:{self.remote_port}>"
@@ -549,18 +727,17 @@ cdef class Connection(_Link):
 
 @cython.final
 cdef class _Listener(SocketFactory):
-    cdef _ServerCore core
+    cdef ServerCore core
 
     cdef int _on_accept(self, int fd, object addr) except -1:
         return self.core.accepted(fd, addr)
 
 
-cdef class _ServerCore(_Core):
+cdef class ServerCore(ComponentCore):
     cdef public object client_input, client_connected, client_disconnected
     cdef public object client_error, client_flushed, client_pre_connect
     cdef public object client_high, client_low, acceptor, error
     cdef public object stopped_cb
-    cdef public object in_filter, out_filter
     cdef public tuple client_args
     cdef public bint shutdown_on_error
     cdef public double input_timeout
@@ -573,6 +750,11 @@ cdef class _ServerCore(_Core):
     cdef public bint stopped
     cdef public bint accept_paused
     cdef public int family
+    cdef public object listen_error       # (op, errnum, errstr) when listening failed
+    cdef public object sockname           # the listening socket's address, or None
+
+    cdef object port(self):
+        return self.sockname[1] if isinstance(self.sockname, tuple) else None
 
     def __init__(self, Kernel kernel, owner):
         self.kernel = kernel
@@ -657,16 +839,16 @@ cdef class _ServerCore(_Core):
         if self.tls_context is not None:
             conn.start_tls(self.tls_context, True, None, 10.0)
             return 0
-        return self.connected(conn)
+        return self.conn_ready(conn)
 
-    cdef int connected(self, Connection conn) except -1:
+    cdef int conn_ready(self, ComponentConnection conn) except -1:
         conn.state |= S_CONNECTED
         if self.client_connected is not None:
             conn._call_user(self.client_connected, self.client_args)
         return 0
 
-    cdef int link_ended(self, _Link link) except -1:
-        cdef Connection conn = <Connection>link
+    cdef int conn_ended(self, ComponentConnection c) except -1:
+        cdef Connection conn = <Connection>c
         if conn.state & S_CONNECTED and self.client_disconnected is not None:
             invoke(self.kernel, "client_disconnected", self.client_disconnected, conn, ())
         self._release_slot()
@@ -676,20 +858,20 @@ cdef class _ServerCore(_Core):
         self.count -= 1
         self.check_concurrency()
         if self.shutting_down and self.count <= 0:
-            self.finish()
+            self.end(True)
         return 0
 
-    cdef int _expired(self, _Link link) except -1:
-        cdef Connection conn = <Connection>link
+    cdef int timed_out(self, ComponentConnection c) except -1:
+        cdef Connection conn = <Connection>c
         if conn.state & S_SHUTTING:
             # Already closing and still silent: no second wait for a flush.
-            conn._end(True)
+            conn.end_now(True)
             return 0
         if self.client_error is not None:
             conn._call_user(self.client_error,
                             ("timeout", ETIMEDOUT, _strerror(ETIMEDOUT)))
         if not (conn.state & S_ENDED):
-            conn._graceful()
+            conn.c_shutdown()
         return 0
 
     def check_concurrency(self):
@@ -716,33 +898,73 @@ cdef class _ServerCore(_Core):
             l.close()
 
     def shutdown(self):
-        """Stop accepting; connections finish; then stopped."""
+        """Stop accepting; connections end in their own time; then stopped."""
         if self.shutting_down:
             return
         self.shutting_down = True
         self.close_listener()
         if self.count <= 0:
-            self.kernel.call_soon(self.finish_py, ())
+            self.kernel.call_soon(self.end, (True,))
 
     def shutdown_connections(self):
         for conn in list(self.conns.values()):
-            (<Connection>conn)._graceful()
+            (<Connection>conn).c_shutdown()
 
-    def finish_py(self):
-        self.finish()
+    def signal_shutdown(self):
+        """SIGINT/SIGTERM (the kernel's graceful shutdown): stop accepting
+        and shut every connection down."""
+        if self.ended:
+            return
+        self.shutdown()
+        self.shutdown_connections()
 
-    cdef int finish(self) except -1:
-        if self.stopped:
+    # -- the listener's events (its on_success / on_failure) --------------
+
+    def listener_success(self, sf, sock, addr, port):  # pragma: no cover
+        sock.close()
+
+    def listener_failure(self, sf, str op, int errnum, str errstr):
+        if op in ("socket", "bind", "listen", "setsockopt", "resolve"):
+            self.listen_error = (op, errnum, errstr)
+            self.listen_failed(op, errnum, errstr)
+            return
+        self.report_error(op, errnum, errstr)
+
+    def listen_failed(self, str op, int errnum, str errstr):
+        """The Server could not listen: reported, and it ends without
+        ``stopped``."""
+        if self.ended:
+            return
+        self.report_error(op, errnum, errstr)
+        self.close_listener()
+        self.end(False)
+
+    cdef int report_error(self, str op, int errnum, str errstr) except -1:
+        if self.error is not None:
+            invoke(self.kernel, "the Server's error callback", self.error, self.owner,
+                   (op, errnum, errstr))
             return 0
-        self.stopped = True
-        self.owner._finished(True)
+        _log.error("cypoe: Server on port %s: %s error %d: %s", self.port(), op, errnum,
+                   errstr)
+        if op != "accept":
+            self.shutdown()
         return 0
+
+    def end(self, bint call_stopped):
+        """The Server has ended (once): it unregisters, then ``stopped``."""
+        if self.ended:
+            return
+        self.ended = True
+        self.stopped = True
+        self.unregister()
+        if call_stopped and self.stopped_cb is not None:
+            invoke(self.kernel, "the Server's stopped callback", self.stopped_cb, self.owner, ())
 
 
 # ---------------------------------------------------------------------------
 # TCPMulti
 
-cdef class Conn(_Link):
+cdef class Conn(ComponentConnection):
     """One connection of a TCPMulti (POE's CHEAP)."""
 
     @property
@@ -766,7 +988,7 @@ cdef class Conn(_Link):
         cdef double s
         if seconds is None:
             if self.state & (S_CONNECTING | S_RESOLVING):
-                return self._connect_ms / 1000.0
+                return self.timeout_ms / 1000.0
             return self._input_ms / 1000.0
         try:
             s = float(seconds)
@@ -776,9 +998,7 @@ cdef class Conn(_Link):
             raise ValueError(f"seconds: must be >= 0, not {seconds!r}")
         if self.state & S_ENDED:
             return None
-        if self.state & (S_CONNECTING | S_RESOLVING):
-            self._connect_ms = _to_ms(s)
-        else:
+        if not (self.state & (S_CONNECTING | S_RESOLVING)):
             self._input_ms = _to_ms(s)
         self.core.arm(self, s)
         return None
@@ -791,62 +1011,43 @@ cdef class Conn(_Link):
     cdef int _on_input(self, object record) except -1:
         if self.state & S_SHUTTING:
             return 0
-        (<_MultiCore>self.core).on_input(self, record)
+        (<MultiCore>self.core).on_input(self, record)
         return 0
 
     cdef int _on_connected(self) except -1:
-        cdef _MultiCore core = <_MultiCore>self.core
-        self.state = (self.state & ~S_CONNECTING) | S_OPEN
-        if core.tls_context is not None:
-            # From here the handshake's own deadline (tls_timeout) applies.
-            core.arm(self, 0.0)
-            self.start_tls(core.tls_context, False,
-                           core.server_hostname if core.server_hostname is not None
-                           else self.addr, core.tls_timeout)
-            return 0
-        return self._success()
+        return self.core.tcp_connected(self)
 
     cdef int _on_handshake(self) except -1:
-        return self._success()
-
-    cdef int _success(self) except -1:
-        cdef _MultiCore core = <_MultiCore>self.core
-        self.state |= S_CONNECTED
-        core.arm(self, self._input_ms / 1000.0)
-        if core.on_success is not None:
-            core.on_success(self)
-        return 0
+        return self.core.conn_ready(self)
 
     cdef int _on_error(self, str op, int errnum, str errstr) except -1:
-        cdef _MultiCore core = <_MultiCore>self.core
+        cdef MultiCore core = <MultiCore>self.core
         self.state |= S_ERROR
         if not (self.state & S_CONNECTED):
             # connect or TLS handshake failed
-            if core.on_failure is not None:
-                core.on_failure(self, op, errnum, errstr)
-            self._end(True)
-            return 0
+            return core.connect_failed(self, op, errnum, errstr)
         if core.on_error is not None:
             core.on_error(self, op, errnum, errstr)
         elif not _default_error_is_quiet(errnum):
             _log.warning("cypoe: TCPMulti %s:%s %s error %d: %s", self.addr, self._port,
                          op, errnum, errstr)
-        self._graceful()
+        self.c_shutdown()
         return 0
 
     cdef int _on_flushed(self) except -1:
         if self.state & S_SHUTTING:
-            self._end(True)
+            self.end_now(True)
         return 0
 
     def __repr__(self):
         return f"<cypoe.TCPMulti.Conn id={self.id} {self.addr}:{self._port}>"
 
 
-cdef class _MultiCore(_Core):
+cdef class MultiCore(ComponentCore):
+    """TCPMulti's state machine: its connections, and its session, which
+    ends when the TCPMulti is idle and is started again when it is used."""
     cdef public object on_input, on_success, on_failure, on_error
     cdef public object on_disconnected, on_timeout, on_initialize
-    cdef public object in_filter, out_filter
     cdef public double connect_timeout, input_timeout
     cdef public object bind_address
     cdef public int domain
@@ -854,41 +1055,163 @@ cdef class _MultiCore(_Core):
     cdef public object server_hostname
     cdef public double tls_timeout
     cdef public bint dying
+    cdef readonly Session session     # the live session, or None
+    cdef public dict heap             # the session's heap (kept across sessions)
+    cdef public dict session_states   # the session's states, without _start/_stop
+    cdef public object user_stop      # the user's _stop state, or None
+    cdef bint held                    # live connections retain the session
 
     def __init__(self, Kernel kernel, owner):
         self.kernel = kernel
         self.owner = owner
         self.tls_timeout = 10.0
 
-    def connect(self, str address, int port, bind_address, bind_port,
-                connect_timeout, input_timeout, heap):
-        cdef double ct = self.connect_timeout if connect_timeout is None else connect_timeout
-        cdef Conn c = self._new_conn(address, port, ct, input_timeout, heap, S_RESOLVING)
-        ba = bind_address if bind_address is not None else self.bind_address
-        bind = (ba, bind_port or 0) if (ba is not None or bind_port) else None
-        # A numeric address is used as it is; a name is looked up off the loop.
-        family = _family_of(address)
+    # -- the session --------------------------------------------------------
+
+    def new_session(self, tuple args=(), user_start=None):
+        """Start a session for this TCPMulti: at construction, and again when
+        it is used after it went idle."""
+        states = dict(self.session_states)
+        states["_start"] = _SessionStart(self, user_start)
+        states["_stop"] = self.session_stopped
+        Session(states, heap=self.heap, args=args, kernel=self.kernel)
+        return self.session
+
+    cdef int session_started(self, Session session, object user_start, tuple args) except -1:
+        self.session = session
+        # Held until the next loop iteration, so that connect() can be
+        # called right after the constructor.
+        session.retain()
+        self.kernel.call_soon(session.release, ())
+        self.kernel.register_component(self.hook)
+        if user_start is not None:
+            invoke(self.kernel, "TCPMulti state '_start'", user_start, self.owner, args)
+        return 0
+
+    def session_stopped(self, session):
+        # The session ends: for good after die(), otherwise because the
+        # TCPMulti is idle (no connection, event or timer): it then keeps
+        # nothing alive until it is used again.
+        self.held = False
+        self.kernel.unregister_component(self.hook)
+        if self.dying:
+            self.end()
+
+    cpdef object wake(self, str what):
+        """The live session; one that ended because the TCPMulti was idle is
+        replaced by a new one (same states and heap).  CypoeError once the
+        TCPMulti has ended or is dying."""
+        cdef Session s
+        if self.ended or self.dying:
+            raise CypoeError(f"{what}: this TCPMulti has ended")
+        s = self.session
+        if s is None or s.stopped:
+            return self.new_session()
+        return s
+
+    cdef int hold(self) except -1:
+        if not self.held:
+            # Live connections keep the session alive.
+            self.held = True
+            self.session.retain()
+        return 0
+
+    cdef int after_conn_ended(self) except -1:
+        if self.conns:
+            return 0
+        if self.dying and not self.ended:
+            self.held = False
+            self.end_session()
+        elif self.held:
+            self.held = False
+            self.session.release()
+        return 0
+
+    cdef int end_session(self) except -1:
+        if self.session is not None and not self.session.stopped:
+            self.session.stop()         # session_stopped ends the TCPMulti
+        else:
+            self.end()
+        return 0
+
+    def end(self):
+        """The TCPMulti has ended (once): it unregisters; then the user's
+        ``_stop``."""
+        if self.ended:
+            return
+        self.ended = True
+        self.unregister()
+        if self.user_stop is not None:
+            invoke(self.kernel, "TCPMulti state '_stop'", self.user_stop, self.owner, ())
+
+    def die(self):
+        """Shut every connection down gracefully and end the session."""
+        if self.ended or self.dying:
+            return
+        self.dying = True
+        for c in list(self.conns.values()):
+            (<Conn>c).c_shutdown()
+        if not self.conns:
+            self.held = False
+            self.end_session()
+
+    # -- connections --------------------------------------------------------
+
+    def connect(self, address, port, bind_address=None, bind_port=None,
+                connect_timeout=None, input_timeout=None, heap=None):
+        """TCPMulti.connect(), its parameter checks included (the TCPMulti's
+        connect is this method)."""
+        cdef double ct, it
+        cdef Conn c
+        cdef int family
+        if self.ended or self.dying:
+            raise CypoeError("connect: this TCPMulti has ended")
+        if not isinstance(address, str) or not address:
+            raise TypeError(f"address: expected a host name or address (str), not {address!r}")
+        if type(port) is not int or not (0 < port <= 65535):
+            if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
+                raise ValueError(f"port: expected a port number 1-65535, not {port!r}")
+        if bind_address is not None and not isinstance(bind_address, str):
+            raise TypeError("bind_address: expected a str")
+        if bind_port is not None and (isinstance(bind_port, bool) or not isinstance(bind_port, int)
+                                      or not 0 <= bind_port <= 65535):
+            raise ValueError(f"bind_port: expected a port number 0-65535, not {bind_port!r}")
+        ct = self.connect_timeout if connect_timeout is None else \
+            check_timeout("connect_timeout", connect_timeout)
+        it = self.input_timeout if input_timeout is None else \
+            check_timeout("input_timeout", input_timeout)
+        if heap is not None and not isinstance(heap, dict):
+            raise TypeError(f"heap: expected a dict, not {type(heap).__name__}")
+        s = self.session
+        if s is None or (<Session>s).stopped:
+            self.wake("connect")
+        c = self._new_conn(address, port, ct, it, heap, S_RESOLVING)
+        self.hold()
+        if bind_address is None:
+            bind_address = self.bind_address
+        if bind_address is None and not bind_port:
+            bind_port = None
         if self.on_initialize is not None:
             # an exception ends the connection: on_disconnected follows
             c._call_user(self.on_initialize, ())
-        if c.state & S_ENDED:
-            return c
+            if c.state & S_ENDED:
+                return c
+        # A numeric address is used as it is; a name is looked up off the loop.
+        family = _family_of(address)
         if family == 0:
-            self.owner._resolve(c, address, port, bind)
+            start_lookup(self, c, address, port, self.domain, bind_address, bind_port)
         else:
-            self.start(c, family, address, bind)
+            self.open_connection(c, family, address, port, bind_address, bind_port)
         return c
 
-    cdef Conn _new_conn(self, str address, int port, double ct, object input_timeout,
+    cdef Conn _new_conn(self, str address, int port, double ct, double it,
                         dict heap, unsigned int state):
         # A Conn counted, with its connect deadline armed, before its socket
         # is there (the id, from ReadWrite, never changes).
         cdef Conn c = Conn.__new__(Conn)
-        cdef double it = self.input_timeout if input_timeout is None else input_timeout
         c.core = self
         c.addr = address
         c._port = port
-        c._connect_ms = _to_ms(ct)
         c._input_ms = _to_ms(it)
         c._heap = heap
         c.kernel = self.kernel     # until setup(): lets delay()/post() work at once
@@ -898,12 +1221,17 @@ cdef class _MultiCore(_Core):
         return c
 
     def adopt(self, int fd, str address, int port, input_timeout, heap):
-        """Take over ``fd``, a non-blocking TCP socket connected (or
-        connecting) to ``address``:``port``: the connection goes on as if
-        connect() had opened it (TLS first when configured, then
-        on_success).  ``fd`` belongs to the connection from here on."""
-        cdef Conn c = self._new_conn(address, port, self.connect_timeout, input_timeout, heap,
-                                     S_CONNECTING)
+        """TCPMulti.adopt() after its parameter checks: ``fd`` belongs to the
+        connection from here on."""
+        cdef double it = self.input_timeout if input_timeout is None else input_timeout
+        cdef Conn c
+        try:
+            self.wake("adopt")
+        except BaseException:
+            os.close(fd)
+            raise
+        c = self._new_conn(address, port, self.connect_timeout, it, heap, S_CONNECTING)
+        self.hold()
         if self.on_initialize is not None:
             c._call_user(self.on_initialize, ())
         if c.state & S_ENDED:
@@ -917,121 +1245,129 @@ cdef class _MultiCore(_Core):
             raise
         return c
 
-    def start(self, Conn c, int family, str numeric, bind):
-        """Open the socket and start connecting to a numeric address."""
-        cdef int err = 0
-        cdef const char* op = NULL
-        cdef int fd
-        cdef str bhost = None
-        cdef int bport = 0
+    cdef int resolved(self, ComponentConnection conn, int family, str numeric, int errnum,
+                      str errstr, object bind_host, object bind_port) except -1:
+        cdef Conn c = <Conn>conn
         if c.state & S_ENDED:
-            return
-        if bind is not None:
-            bhost = bind[0]
-            bport = bind[1]
-        try:
-            fd = nb_connect(family, numeric, c._port, bhost, bport, &err, &op)
-        except ValueError as exc:
-            self.fail(c, "connect", EINVAL, str(exc))
-            return
-        if fd < 0:
-            self.fail(c, (<bytes>op).decode(), err, _strerror(err))
-            return
-        c.state = (c.state & ~S_RESOLVING) | S_CONNECTING
-        self.attach(c, fd, self.in_filter, self.out_filter, True)
+            return 0
+        if family == 0:
+            c.state |= S_ERROR
+            return self.connect_failed(c, "resolve", errnum, errstr)
+        return self.open_connection(c, family, numeric, c._port, bind_host, bind_port)
 
-    def fail(self, Conn c, str op, int errnum, str errstr):
-        """A connect attempt failed before it reached the socket layer."""
-        if c.state & S_ENDED:
-            return
-        c.state |= S_ERROR
-        self.kernel.call_soon(self._fail_later, (c, op, errnum, errstr))
+    cdef int tcp_connected(self, ComponentConnection conn) except -1:
+        cdef Conn c = <Conn>conn
+        c.state = (c.state & ~S_CONNECTING) | S_OPEN
+        if self.tls_context is not None:
+            # From here the handshake's own deadline (tls_timeout) applies.
+            self.arm(c, 0.0)
+            c.start_tls(self.tls_context, False,
+                        self.server_hostname if self.server_hostname is not None else c.addr,
+                        self.tls_timeout)
+            return 0
+        return self.conn_ready(c)
 
-    def _fail_later(self, Conn c, op, errnum, errstr):
-        if c.state & S_ENDED:
-            return
+    cdef int conn_ready(self, ComponentConnection conn) except -1:
+        cdef Conn c = <Conn>conn
+        c.state |= S_CONNECTED
+        self.arm(c, c._input_ms / 1000.0)
+        if self.on_success is not None:
+            self.on_success(c)
+        return 0
+
+    cdef int connect_failed(self, ComponentConnection conn, str op, int errnum,
+                            str errstr) except -1:
+        # From a hook (an exception closes the connection) or queued by
+        # open_connection / a failed lookup (reported here).
+        conn.state |= S_ERROR
         if self.on_failure is not None:
-            c._call_user(self.on_failure, (op, errnum, errstr))
-        c._end(True)
+            conn._call_user(self.on_failure, (op, errnum, errstr))
+        conn.end_now(True)
+        return 0
 
-    cdef int _expired(self, _Link link) except -1:
-        cdef Conn c = <Conn>link
-        c._end(False)
+    cdef int timed_out(self, ComponentConnection conn) except -1:
+        conn.end_now(False)
         if self.on_timeout is not None:
-            invoke(self.kernel, "on_timeout", self.on_timeout, c, ())
-            self.owner._conn_gone(c)
+            invoke(self.kernel, "on_timeout", self.on_timeout, conn, ())
+            self.after_conn_ended()
         else:
             # Without on_timeout the terminal callback is on_disconnected.
-            self.link_ended(c)
+            self.conn_ended(conn)
         return 0
 
-    cdef int link_ended(self, _Link link) except -1:
+    cdef int conn_ended(self, ComponentConnection conn) except -1:
         if self.on_disconnected is not None:
-            invoke(self.kernel, "on_disconnected", self.on_disconnected, link, ())
-        self.owner._conn_gone(link)
+            invoke(self.kernel, "on_disconnected", self.on_disconnected, conn, ())
+        self.after_conn_ended()
         return 0
-
-    def shutdown_all(self):
-        for c in list(self.conns.values()):
-            (<Conn>c)._graceful()
 
     def count(self):
         return len(self.conns)
 
 
+@cython.final
+cdef class _SessionStart:
+    """A TCPMulti session's ``_start`` state."""
+    cdef MultiCore core
+    cdef object user_start
+
+    def __init__(self, MultiCore core, user_start):
+        self.core = core
+        self.user_start = user_start
+
+    def __call__(self, session, *args):
+        cdef MultiCore core = self.core
+        self.core = None        # no cycle through the session's states
+        core.session_started(session, self.user_start, args)
+
+
 # ---------------------------------------------------------------------------
 # Client
 
-cdef class ClientLink(_Link):
+cdef class ClientConnection(ComponentConnection):
     """The connection of a Client (internal: user code sees the Client)."""
 
     cdef int _on_input(self, object record) except -1:
         if self.state & S_SHUTTING:
             return 0
-        (<_ClientCore>self.core).server_input(self.core.owner, record)
+        (<ClientCore>self.core).server_input(self.core.owner, record)
         return 0
 
     cdef int _on_connected(self) except -1:
-        self.state = (self.state & ~S_CONNECTING) | S_OPEN
-        self.deadline = 0.0
-        self.timeout_s = 0.0
-        self.core.owner._tcp_connected(self)
-        return 0
+        return self.core.tcp_connected(self)
 
     cdef int _on_handshake(self) except -1:
-        self.core.owner._ready(self)
-        return 0
+        return self.core.conn_ready(self)
 
     cdef int _on_error(self, str op, int errnum, str errstr) except -1:
-        cdef _ClientCore core = <_ClientCore>self.core
+        cdef ClientCore core = <ClientCore>self.core
         self.state |= S_ERROR
         if not (self.state & S_CONNECTED):
-            self.core.owner._connect_failed(self, op, errnum, errstr)
-            return 0
+            return core.connect_failed(self, op, errnum, errstr)
         if core.server_error is not None:
             core.server_error(core.owner, op, errnum, errstr)
         elif not _default_error_is_quiet(errnum):
             _log.warning("cypoe: Client %s error %d: %s", op, errnum, errstr)
-        if self.core.owner._link is self or (self.state & S_SHUTTING):
-            self._graceful()
+        if core.conn is self or (self.state & S_SHUTTING):
+            self.c_shutdown()
         return 0
 
     cdef int _on_flushed(self) except -1:
-        cdef _ClientCore core = <_ClientCore>self.core
+        cdef ClientCore core = <ClientCore>self.core
         if core.server_flushed is not None and (self.state & S_CONNECTED):
             core.server_flushed(core.owner)
         if self.state & S_SHUTTING:
-            self._end(True)
+            self.end_now(True)
         return 0
 
     cdef int _on_high(self) except -1:
-        cdef _ClientCore core = <_ClientCore>self.core
+        cdef ClientCore core = <ClientCore>self.core
         if core.server_high is not None:
             core.server_high(core.owner)
         return 0
 
     cdef int _on_low(self) except -1:
-        cdef _ClientCore core = <_ClientCore>self.core
+        cdef ClientCore core = <ClientCore>self.core
         if core.server_low is not None:
             core.server_low(core.owner)
         return 0
@@ -1040,34 +1376,16 @@ cdef class ClientLink(_Link):
         report_callback_exception(
             self.core.kernel, "a Client callback (the connection is closed)", exc,
             self.core.owner)
-        self._end(True)
+        self.end_now(True)
         return 0
 
-    def mark_connected(self):
-        self.state |= S_CONNECTED
-
-    def adopt(self, sock):
-        """From now on ``sock`` owns the fd: closing the link closes it."""
-        self._sock = sock
-
-    def begin(self, Kernel k, int fd, inf, outf):
-        self.state = S_CONNECTING
-        self.setup(k, fd, inf, outf, True)
-
-    def abort(self, bint notify):
-        self._end(notify)
-
-    def graceful(self):
-        self._graceful()
-
-    def tls(self, ctx, server_hostname, double timeout):
-        self.start_tls(ctx, False, server_hostname, timeout)
-
-    def marks(self, Py_ssize_t high, Py_ssize_t low):
-        self.set_marks(high, low)
+    def abort(self, bint report):
+        """Close now; with ``report`` the Client's ``disconnected`` follows."""
+        self.end_now(report)
 
     @property
     def ended(self):
+        """The connection has ended (closed; its end reported or dropped)."""
         return (self.state & S_ENDED) != 0
 
     @property
@@ -1075,49 +1393,229 @@ cdef class ClientLink(_Link):
         """Connected (after TLS) and not ended: ``disconnected`` follows its end."""
         return (self.state & S_CONNECTED) != 0 and not (self.state & S_ENDED)
 
-    @property
-    def fd_(self):
-        return self.fd
 
-
-cdef class _ClientCore(_Core):
+cdef class ClientCore(ComponentCore):
+    """The Client's state machine: connect (lookup, socket, TCP, pre_connect,
+    TLS), connected, the end of its connection, reconnects, its own end."""
     cdef public object server_input, server_error, server_flushed
     cdef public object server_high, server_low
+    cdef public object started_cb, connected_cb, connect_error_cb, disconnected_cb
+    cdef public object pre_connect
+    cdef public object remote_address, remote_port, bind_address, bind_port
+    cdef public int domain
+    cdef public double connect_timeout
+    cdef public object tls_context, server_hostname
+    cdef public Py_ssize_t high_mark, low_mark
+    cdef public bint shutting_down
+    cdef public list timers               # pending delay() timers
+    cdef readonly ClientConnection conn   # the current connection (or attempt), or None
+    cdef readonly object sock             # its socket object once TCP is connected
+    cdef object peer
+    cdef unsigned long attempt            # bumped by every connect/reconnect/shutdown
 
     def __init__(self, Kernel kernel, owner):
         self.kernel = kernel
         self.owner = owner
+        self.timers = []
 
-    def new_link(self):
-        cdef ClientLink l = ClientLink.__new__(ClientLink)
-        l.core = self
-        return l
+    @property
+    def wheel(self):
+        """The current connection once it has a socket, or None."""
+        if self.conn is None or (self.conn.state & S_RESOLVING):
+            return None
+        return self.conn
 
-    def arm_link(self, ClientLink l, double seconds):
-        self.arm(l, seconds)
-        self.conns[l.id] = l
+    def connect(self):
+        """Connect to remote_address:remote_port (dropping the current
+        connection first, without ``disconnected``)."""
+        cdef ClientConnection c
+        cdef int family
+        self.close_conn()
+        self.shutting_down = False
+        self.attempt += 1
+        c = ClientConnection.__new__(ClientConnection)
+        c.core = self
+        c.kernel = self.kernel
+        c.state = S_RESOLVING
+        self.conn = c
+        # A numeric address (or a UNIX socket's path) is used as it is; a
+        # name is looked up off the loop, in the family asked for.
+        family = _AF_UNIX if self.domain == _AF_UNIX else _family_of(self.remote_address)
+        if family == 0:
+            start_lookup(self, c, self.remote_address, self.remote_port, self.domain,
+                         self.bind_address, self.bind_port)
+            return
+        self.open_client(c, family, self.remote_address, self.bind_address, self.bind_port)
 
-    cdef int _expired(self, _Link link) except -1:
-        self.owner._connect_timed_out(link)
+    cdef int open_client(self, ClientConnection c, int family, str numeric, object bind_host,
+                         object bind_port) except -1:
+        if family != _AF_UNIX and bind_host is None and not bind_port:
+            bind_port = None
+        self.open_connection(c, family, numeric, self.remote_port, bind_host, bind_port)
+        if c.state & S_CONNECTING:
+            self.conns[c.id] = c
+            self.arm(c, self.connect_timeout)
         return 0
 
-    cdef int link_ended(self, _Link link) except -1:
-        self.owner._link_ended(link)
+    cdef int resolved(self, ComponentConnection conn, int family, str numeric, int errnum,
+                      str errstr, object bind_host, object bind_port) except -1:
+        if conn is not self.conn or self.ended:
+            return 0
+        if family == 0:
+            return self.connect_failed(conn, "resolve", errnum, errstr)
+        return self.open_client(<ClientConnection>conn, family, numeric, bind_host, bind_port)
+
+    cdef int tcp_connected(self, ComponentConnection conn) except -1:
+        cdef ClientConnection c = <ClientConnection>conn
+        c.state = (c.state & ~S_CONNECTING) | S_OPEN
+        c.deadline = 0.0
+        c.timeout_ms = 0
+        if c is not self.conn:
+            return 0
+        # The socket object handed to user code owns the fd from now on, and
+        # the connection owns the socket object: closing it closes the fd.
+        sock = _socket.socket(fileno=c.fd)
+        c._sock = sock
+        self.sock = sock
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            peer = (self.remote_address, self.remote_port)
+        if not isinstance(peer, tuple):
+            peer = (peer or self.remote_address, None)    # UNIX: the path, no port
+        self.peer = peer
+        if self.pre_connect is not None:
+            result = invoke(self.kernel, "the Client's pre_connect callback (the connection "
+                            "is closed)", self.pre_connect, self.owner, (sock,))
+            if result is None or result is CALLBACK_FAILED:
+                return self.connect_failed(c, "connect", ECONNABORTED,
+                                           "connection rejected by pre_connect")
+            if type(result).__name__ == "SSLSocket":
+                ctx, host = result.context, result.server_hostname
+                plain = _socket.socket(result.family, result.type, result.proto,
+                                       result.detach())
+                c._sock = plain
+                self.sock = plain
+                c.start_tls(ctx, False, host, 10.0)
+                return 0
+        if self.tls_context is not None:
+            c.start_tls(self.tls_context, False,
+                        self.server_hostname if self.server_hostname is not None
+                        else self.remote_address, 10.0)
+            return 0
+        return self.conn_ready(c)
+
+    cdef int conn_ready(self, ComponentConnection conn) except -1:
+        if conn is not self.conn:
+            return 0
+        conn.state |= S_CONNECTED
+        if self.high_mark > 0:
+            conn.set_marks(self.high_mark, self.low_mark)
+        # Like POE's SocketFactory success event, "connected" is queued: a
+        # server in this process that accepted in the same iteration has its
+        # client_connected delivered first.
+        self.kernel.call_soon(self._deliver_connected, (conn,))
         return 0
+
+    def _deliver_connected(self, ClientConnection c):
+        if c is not self.conn or (c.state & S_ENDED):
+            return
+        if self.connected_cb is not None:
+            if invoke(self.kernel, "the Client's connected callback (the connection is "
+                      "closed)", self.connected_cb, self.owner,
+                      (self.sock, self.peer[0], self.peer[1])) is CALLBACK_FAILED:
+                c.end_now(True)
+
+    cdef int connect_failed(self, ComponentConnection conn, str op, int errnum,
+                            str errstr) except -1:
+        if conn is not self.conn:
+            return 0
+        conn.end_now(False)
+        self.conn = None
+        return self.report_connect_error(op, errnum, errstr)
+
+    cdef int timed_out(self, ComponentConnection conn) except -1:
+        return self.connect_failed(conn, "connect", ETIMEDOUT, "Connection timed out")
+
+    cdef int report_connect_error(self, str op, int errnum, str errstr) except -1:
+        cdef unsigned long attempt = self.attempt
+        if self.connect_error_cb is not None:
+            invoke(self.kernel, "the Client's connect_error callback", self.connect_error_cb,
+                   self.owner, (op, errnum, errstr))
+        else:
+            _log.warning("cypoe: Client %s:%s %s error %d: %s", self.remote_address,
+                         self.remote_port, op, errnum, errstr)
+        if attempt == self.attempt:
+            self.end_if_idle()
+        return 0
+
+    cdef int conn_ended(self, ComponentConnection conn) except -1:
+        cdef unsigned long attempt
+        if conn is not self.conn:
+            return 0
+        self.conn = None
+        attempt = self.attempt
+        if self.disconnected_cb is not None:
+            invoke(self.kernel, "the Client's disconnected callback", self.disconnected_cb,
+                   self.owner, ())
+        if attempt == self.attempt:
+            self.end_if_idle()
+        return 0
+
+    def close_conn(self):
+        """Close the current connection (or attempt) without reporting it."""
+        cdef ClientConnection c = self.conn
+        self.conn = None
+        if c is not None:
+            c.end_now(False)
+
+    cpdef end_if_idle(self):
+        """The Client ends when it has no connection, no lookup and no
+        pending delay()."""
+        if self.ended or self.conn is not None:
+            return
+        self.timers = [t for t in self.timers if t.active]
+        if self.timers:
+            return
+        self.ended = True
+        self.unregister()
+
+    def shutdown(self):
+        """Client.shutdown(): flush pending output, disconnect, end."""
+        cdef ClientConnection c
+        if self.ended:
+            return
+        self.shutting_down = True
+        self.attempt += 1
+        for t in self.timers:
+            t.cancel()
+        self.timers = []
+        c = self.conn
+        if c is None:
+            self.end_if_idle()
+            return
+        if not c.connected:
+            self.close_conn()
+            self.end_if_idle()
+            return
+        c.c_shutdown()
 
 
 cdef int _family_of(str address) except -1:
     """AF_INET / AF_INET6 for a numeric address, 0 for a name to resolve."""
-    try:
-        _socket.inet_pton(_socket.AF_INET, address)
-        return _socket.AF_INET
-    except OSError:
-        pass
-    try:
-        _socket.inet_pton(_socket.AF_INET6, address)
-        return _socket.AF_INET6
-    except OSError:
+    cdef Py_ssize_t n
+    cdef const char* text
+    cdef unsigned char buf[16]
+    if address is None:
         return 0
+    text = PyUnicode_AsUTF8AndSize(address, &n)
+    if n > 63 or strlen(text) != <size_t>n:     # no address is that long, or has a NUL
+        return 0
+    if inet_pton(c_AF_INET, text, buf) == 1:
+        return c_AF_INET
+    if inet_pton(c_AF_INET6, text, buf) == 1:
+        return c_AF_INET6
+    return 0
 
 
 def family_of(address):
@@ -1130,12 +1628,10 @@ def call_soon(Kernel kernel, fn, *args):
     kernel.call_soon(fn, args)
 
 
-def make_filter_py(spec, name):
-    return make_filter(spec, name)
 
 
 # put() on a connection: the same METH_FASTCALL method as ReadWrite.put, in
 # each class's own dict so that CPython's call specialisation applies.
 install_fast_put(Connection)
 install_fast_put(Conn)
-install_fast_put(ClientLink)
+install_fast_put(ClientConnection)

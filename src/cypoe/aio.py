@@ -473,8 +473,8 @@ async def started(server: Server, *, kernel: Kernel | None = None) -> int | None
         if server.started:
             fut.set_result(server.port)
             return True
-        if server._ended:
-            failure = getattr(server, "_failure", None)
+        if server._core.ended:
+            failure = server._core.listen_error
             if failure is not None:
                 op, errnum, errstr = failure
                 fut.set_exception(OSError(errnum, f"{op}: {errstr}"))

@@ -12,9 +12,9 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cypoe._component import (callable_or_none, check_args, check_marks, choose_filters,
-                              check_states, check_timeout, enlist, resolve_kernel, retire)
-from cypoe._components import Connection, _ServerCore, call_user
+from cypoe._components import Connection, ServerCore, call_user
+from cypoe._params import (callable_or_none, check_args, check_marks, choose_filters,
+                           check_states, check_timeout, enlist, resolve_kernel)
 from cypoe.errors import CypoeError
 
 if TYPE_CHECKING:
@@ -125,15 +125,13 @@ class Server:
         self.kernel = k
         self.alias = alias
         self.address = None
-        self._sockname = None
         self.listener_args = listener_args_t
-        self._states = states
-        self._started_cb = started
-        self._stopped_cb = stopped
-        self._error_cb = error
-        self._ended = False
         self._bound = False
-        core = _ServerCore(k, self)
+        core = ServerCore(k, self)
+        core.states = states
+        core.alias = alias
+        core.stopped_cb = stopped
+        core.error = error
         core.client_input = client_input
         core.client_connected = client_connected
         core.client_disconnected = client_disconnected
@@ -155,79 +153,37 @@ class Server:
         core.concurrency = concurrency
         core.family = domain if isinstance(domain, int) else socket.AF_INET
         self._core = core
-        self._hook = enlist(self, k, alias, self._signal_shutdown)
+        core.hook = enlist(self, k, alias, core.signal_shutdown)
 
         if hostname is not None and address is None:
             resolve_error = self._resolve_error
             core.listener = None
-            k.call_soon_threadsafe(self._listen_failed, "resolve", resolve_error.errno or 0,
+            k.call_soon_threadsafe(core.listen_failed, "resolve", resolve_error.errno or 0,
                                    resolve_error.strerror or str(resolve_error))
             return
         bind_address = address
         if bind_address is None and domain != socket.AF_UNIX:
             bind_address = "::" if domain == socket.AF_INET6 else "0.0.0.0"
-        self._failure = None
         listener = core.make_listener(
             socket_domain=domain, bind_address=bind_address, bind_port=port,
             reuse=True, reuse_port=reuse_port, listen_queue=listen_queue,
-            on_success=self._unexpected_success, on_failure=self._listener_failure,
+            on_success=core.listener_success, on_failure=core.listener_failure,
             kernel=k)
         try:
-            self._sockname = listener.getsockname()
+            core.sockname = listener.getsockname()
         except Exception:
-            self._sockname = None
-        if self._sockname is None or self._failure is not None:
+            core.sockname = None
+        if core.sockname is None or core.listen_error is not None:
+            core.sockname = None
             core.listener = None
             return
         self._bound = True
-        self.address = (self._sockname[0] if isinstance(self._sockname, tuple)
-                        else self._sockname)
+        self.address = (core.sockname[0] if isinstance(core.sockname, tuple)
+                        else core.sockname)
         if concurrency == 0:
             core.check_concurrency()
         if started is not None:
             call_user(k, "the Server's started callback", started, self, *self.listener_args)
-
-    # -- listener events -----------------------------------------------------
-
-    def _unexpected_success(self, sf, sock, addr, port):  # pragma: no cover
-        sock.close()
-
-    def _listener_failure(self, sf, op, errnum, errstr):
-        if op in ("socket", "bind", "listen", "setsockopt", "resolve"):
-            self._failure = (op, errnum, errstr)
-            self._listen_failed(op, errnum, errstr)
-            return
-        self._report_error(op, errnum, errstr)
-
-    def _listen_failed(self, op, errnum, errstr):
-        if self._ended:
-            return
-        self._report_error(op, errnum, errstr)
-        # A server that never listened ends without "stopped".
-        self._core.close_listener()
-        self._finished(False)
-
-    def _report_error(self, op, errnum, errstr):
-        if self._error_cb is not None:
-            call_user(self.kernel, "the Server's error callback", self._error_cb, self,
-                      op, errnum, errstr)
-            return
-        _log.error("cypoe: Server on port %s: %s error %d: %s", self.port, op, errnum, errstr)
-        if op not in ("accept",):
-            self.shutdown()
-
-    def _finished(self, call_stopped):
-        if self._ended:
-            return
-        self._ended = True
-        k = self.kernel
-        retire(self, k, self.alias, self._hook)
-        if call_stopped and self._stopped_cb is not None:
-            call_user(k, "the Server's stopped callback", self._stopped_cb, self)
-
-    def _signal_shutdown(self):
-        # SIGINT/SIGTERM: stop accepting and end every connection gracefully.
-        self.shutdown(connections=True)
 
     # kernel.post(alias, "shutdown" | "set_concurrency" | "disconnected", ...)
     def _cypoe_event(self, event, args):
@@ -244,7 +200,8 @@ class Server:
     @property
     def port(self) -> int | None:
         """The bound port (known as soon as the Server is constructed)."""
-        s = getattr(self, "_sockname", None)
+        core = getattr(self, "_core", None)
+        s = core.sockname if core is not None else None
         return s[1] if isinstance(s, tuple) else None
 
     @property
@@ -260,7 +217,9 @@ class Server:
         return self._bound
 
     def getsockname(self) -> Any:
-        return self._sockname
+        """The listening socket's address (a tuple, or a UNIX socket's path),
+        or None when the Server could not listen."""
+        return self._core.sockname
 
     def set_concurrency(self, n: int) -> None:
         """Change the connection limit; takes effect at once, both ways."""
@@ -280,7 +239,7 @@ class Server:
         the last one has ended.  With ``connections=True`` (a cypoe addition)
         every open connection is also shut down gracefully: input ignored,
         pending output flushed, then closed."""
-        if self._ended:
+        if self._core.ended:
             return
         self._core.shutdown()
         if connections:
@@ -288,4 +247,4 @@ class Server:
 
     def __repr__(self) -> str:
         return (f"<cypoe.Server port={self.port} connections={self._core.count}"
-                f"{' ended' if self._ended else ''}>")
+                f"{' ended' if self._core.ended else ''}>")

@@ -3,7 +3,11 @@
 One session for any number of outbound connections.  Each connection is a
 compiled ``Conn`` (a ReadWrite with an id, an address and a lazily created
 heap; no Python socket, dict or session of its own); timeouts are deadlines
-checked by one sweep for the whole component.
+checked by one sweep for the whole component.  The state machine -- connect,
+name lookup, TLS, the end of each connection, the session that ends when the
+TCPMulti is idle and comes back when it is used -- is the compiled
+``MultiCore`` (``cypoe._components``); this module holds the parameters, the
+session's events and the public face.
 """
 from __future__ import annotations
 
@@ -11,13 +15,10 @@ import socket
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from cypoe import _kernel
-from cypoe._components import Conn, _MultiCore, call_soon, call_user
-from cypoe.client import resolve_async
+from cypoe._components import Conn, MultiCore
+from cypoe._params import (ShutdownHook, callable_or_none, check_args, check_states,
+                           check_timeout, choose_filters, client_tls_context, resolve_kernel)
 from cypoe.errors import CypoeError
-from cypoe._component import (ShutdownHook, callable_or_none, check_args, choose_filters,
-                              check_states, check_timeout, client_tls_context, resolve_kernel,
-                              retire)
 
 if TYPE_CHECKING:
     import ssl as _ssl
@@ -51,7 +52,6 @@ class TCPMulti:
 
     kernel: Kernel
     alias: str | None
-    session: Session | None
     heap: dict[Any, Any]
 
     def __init__(self, *, on_input: Callable[..., Any],
@@ -90,7 +90,7 @@ class TCPMulti:
         args = check_args("args", args)
         tls = client_tls_context(ssl)
 
-        core = _MultiCore(k, self)
+        core = MultiCore(k, self)
         core.on_input = on_input
         core.on_success = on_success
         core.on_failure = on_failure
@@ -110,14 +110,13 @@ class TCPMulti:
         if tls is not None and tt <= 0:
             raise ValueError("tls_timeout: must be > 0")
         core.tls_timeout = tt or 10.0
+        core.states = states
+        core.alias = alias
         self._core = core
         self.kernel = k
         self.alias = alias
-        self._states = states
-        self._ended = False
-        self._held = False
-        self.session = None
         self.heap = {}
+        core.heap = self.heap
 
         user_states = dict(states) if states else {}
         session_states = {}
@@ -125,82 +124,37 @@ class TCPMulti:
             if name in _RESERVED_STATES or name in ("_start", "_stop"):
                 continue
             session_states[name] = self._adapt(fn)
-        session_states["_stop"] = self._on_stop
         session_states["connect"] = lambda s, *a: self.connect(*a)
         session_states["send"] = lambda s, c, *recs: self.send(c, *recs)
         session_states["shutdown"] = lambda s, c: self.shutdown(c)
         session_states["die"] = lambda s: self.die()
-        self._session_states = session_states
-        user_start = user_states.get("_start")
-        self._user_stop = user_states.get("_stop")
+        core.session_states = session_states
+        core.user_stop = user_states.get("_stop")
         # Registered while the session lives: SIGINT/SIGTERM call die().
-        self._hook = ShutdownHook(self.die)
+        core.hook = ShutdownHook(core.die)
         # The alias names the TCPMulti, not one session: it stays valid
-        # while the TCPMulti is idle (see _wake) and goes with die().
+        # while the TCPMulti is idle (see MultiCore.wake) and goes with die().
         if alias is not None:
             k.alias_set(alias, self)
-        self._new_session(args, user_start)
+        core.new_session(args, user_states.get("_start"))
 
     def _adapt(self, fn):
         # Posted and delayed events are the kernel's: an exception in their
         # handler is reported like any other; call() hands it to the caller.
         return lambda session, *a: fn(self, *a)
 
-    # -- the session ---------------------------------------------------------------
-
-    def _new_session(self, args=(), user_start=None):
-        """Start a session for this TCPMulti: at construction, and again
-        when it is used after it went idle."""
-        k = self.kernel
-
-        def start(session, *a):
-            self.session = session
-            # Held until the next loop iteration, so that connect() can be
-            # called right after the constructor.
-            session.retain()
-            call_soon(k, session.release)
-            k.register_component(self._hook)
-            if user_start is not None:
-                call_user(k, "TCPMulti state '_start'", user_start, self, *a)
-
-        states = dict(self._session_states)
-        states["_start"] = start
-        _kernel.Session(states, heap=self.heap, args=args, kernel=k)
-        return self.session
-
-    def _wake(self, what):
-        """The live session; a TCPMulti that went idle (its session ended
-        because it had nothing to do) gets a new one, with the same states
-        and heap.  Raises CypoeError once die() has been called."""
-        if self._ended or self._core.dying:
-            raise CypoeError(f"{what}: this TCPMulti has ended")
-        s = self.session
-        if s is None or s.stopped:
-            s = self._new_session()
-        return s
-
-    def _on_stop(self, session):
-        # The session ends: for good after die(), otherwise because the
-        # TCPMulti is idle (no connection, event or timer): it then keeps
-        # nothing alive until it is used again.
-        self._held = False
-        self.kernel.unregister_component(self._hook)
-        if self._core.dying:
-            self._finish()
-
-    def _finish(self):
-        if self._ended:
-            return
-        self._ended = True
-        retire(self, self.kernel, self.alias, self._hook)
-        if self._user_stop is not None:
-            call_user(self.kernel, "TCPMulti state '_stop'", self._user_stop, self)
+    @property
+    def session(self) -> Session | None:
+        """The TCPMulti's current session (a new one replaces it after it
+        ended because the TCPMulti was idle), or None."""
+        return self._core.session
 
     # kernel.post(alias, event, *args) / kernel.call(alias, ...)
     def _cypoe_event(self, event, args):
-        if self._ended or self._core.dying:
+        core = self._core
+        if core.ended or core.dying:
             return None
-        return self._wake("post").call(event, *args)
+        return core.wake("post").call(event, *args)
 
     # -- connections -----------------------------------------------------------
 
@@ -210,32 +164,8 @@ class TCPMulti:
                 heap: dict[Any, Any] | None = None) -> Conn:
         """Open a connection; returns its Conn at once (``on_initialize`` has
         run).  The outcome arrives as on_success or on_failure."""
-        if self._ended or self._core.dying:
-            raise CypoeError("connect: this TCPMulti has ended")
-        if not isinstance(address, str) or not address:
-            raise TypeError(f"address: expected a host name or address (str), not {address!r}")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 < port <= 65535:
-            raise ValueError(f"port: expected a port number 1-65535, not {port!r}")
-        if bind_address is not None and not isinstance(bind_address, str):
-            raise TypeError("bind_address: expected a str")
-        if bind_port is not None and (isinstance(bind_port, bool) or not isinstance(bind_port, int)
-                                      or not 0 <= bind_port <= 65535):
-            raise ValueError(f"bind_port: expected a port number 0-65535, not {bind_port!r}")
-        ct = None if connect_timeout is None else check_timeout("connect_timeout",
-                                                                 connect_timeout)
-        it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
-        if heap is not None and not isinstance(heap, dict):
-            raise TypeError(f"heap: expected a dict, not {type(heap).__name__}")
-        self._wake("connect")
-        return self._hold(self._core.connect(address, port, bind_address, bind_port, ct, it,
-                                             heap))
-
-    def _hold(self, c):
-        if self._core.conns and not self._held:
-            # Live connections keep the session alive.
-            self._held = True
-            self.session.retain()
-        return c
+        return self._core.connect(address, port, bind_address, bind_port, connect_timeout,
+                                  input_timeout, heap)
 
     def adopt(self, sock: socket.socket | int, address: str, port: int, *,
               input_timeout: float | None = None, heap: dict[Any, Any] | None = None) -> Conn:
@@ -246,46 +176,14 @@ class TCPMulti:
         The Conn goes on as one from connect() would (TLS first when
         configured, then on_success); it owns the fd from now on.  Returns
         the Conn.  ``input_timeout`` and ``heap`` are as for connect()."""
-        if self._ended or self._core.dying:
+        if self._core.ended or self._core.dying:
             raise CypoeError("adopt: this TCPMulti has ended")
-        fd = sock if isinstance(sock, int) else sock.detach()
         it = None if input_timeout is None else check_timeout("input_timeout", input_timeout)
-        self._wake("adopt")
-        return self._hold(self._core.adopt(fd, address, port, it, heap))
+        fd = sock if isinstance(sock, int) else sock.detach()
+        return self._core.adopt(fd, address, port, it, heap)
 
     #: The name adopt() had while it was private (kept for older callers).
     _adopt = adopt
-
-    def _resolve(self, c, host, port, bind):
-        attempt_id = c.id
-
-        def done(fam, result):
-            conn = self._core.conns.get(attempt_id)
-            if conn is None:
-                return
-            if fam is None:
-                self._core.fail(conn, "resolve", getattr(result, "errno", 0) or 0,
-                                getattr(result, "strerror", None) or str(result))
-                return
-            self._core.start(conn, fam, result, bind)
-
-        resolve_async(self.kernel, host, port, self._core.domain or None, done)
-
-    def _conn_gone(self, c):
-        if self._core.conns:
-            return
-        if self._core.dying and not self._ended:
-            self._held = False
-            self._end_session()
-        elif self._held:
-            self._held = False
-            self.session.release()
-
-    def _end_session(self):
-        if self.session is not None and not self.session.stopped:
-            self.session.stop()         # _on_stop finishes
-        else:
-            self._finish()
 
     def _conn(self, conn_or_id):
         if isinstance(conn_or_id, Conn):
@@ -310,27 +208,23 @@ class TCPMulti:
         """Shut every connection down gracefully and end the session: the
         TCPMulti is unusable from here on (until then it is usable, idle or
         not)."""
-        if self._ended or self._core.dying:
-            return
-        self._core.dying = True
-        self._core.shutdown_all()
-        if not self._core.conns:
-            self._held = False
-            self._end_session()
+        self._core.die()
 
     # -- session face ------------------------------------------------------------
 
     def post(self, event: str, *args: Any) -> bool:
         """Queue ``event`` for the session (False once the TCPMulti has ended)."""
-        if self._ended or self._core.dying:
+        if self._core.ended or self._core.dying:
             return False
-        return self._wake("post").post(event, *args)
+        return self._core.wake("post").post(event, *args)
 
     def call(self, event: str, *args: Any) -> Any:
-        return self._wake("call").call(event, *args)
+        """Call ``event``'s handler in the session now and return its result."""
+        return self._core.wake("call").call(event, *args)
 
     def delay(self, seconds: float, event: str, *args: Any) -> Timer:
-        return self._wake("delay").delay(seconds, event, *args)
+        """Deliver ``event`` to the session after ``seconds``; returns a Timer."""
+        return self._core.wake("delay").delay(seconds, event, *args)
 
     @property
     def connections(self) -> int:
@@ -339,7 +233,8 @@ class TCPMulti:
 
     @property
     def ended(self) -> bool:
-        return self._ended
+        """True once die() has ended the TCPMulti."""
+        return self._core.ended
 
     def __getitem__(self, conn_id: int) -> Conn:
         c = self._core.conns.get(conn_id)

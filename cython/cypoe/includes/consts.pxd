@@ -41,7 +41,7 @@ cdef enum:
     SF_UDP = 3
 
 
-# A component connection's state (_Link.state, _components.pyx).
+# A component connection's state (ComponentConnection.state, _components.pyx).
 cdef enum:
     S_CONNECTING = 1        # connect() in progress
     S_CONNECTED = 2         # the "connected" callback has been delivered

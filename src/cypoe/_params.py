@@ -1,28 +1,22 @@
-"""Plumbing shared by Server, Client and TCPMulti: parameter checks, the
-kernel registration that makes SIGINT/SIGTERM shut a component down, and its
-removal when the component ends."""
+"""The parameter checks of Server, Client and TCPMulti (one place for all
+three: the same parameter gets the same error from each), and the kernel
+registration that makes SIGINT/SIGTERM shut a component down.  The checks
+that the compiled connect path needs too (timeouts, filter specs) live in
+``cypoe._components`` and are re-exported here."""
 from __future__ import annotations
 
 from cypoe import _kernel
+from cypoe._components import check_filter_spec, check_timeout
+
+__all__ = ["callable_or_none", "check_filter_spec", "check_timeout", "choose_filters",
+           "check_marks", "check_port", "check_states", "check_args", "client_tls_context",
+           "resolve_kernel", "ShutdownHook", "enlist"]
 
 
 def callable_or_none(name, value):
     if value is not None and not callable(value):
         raise TypeError(f"{name}: expected a callable or None, not {type(value).__name__}")
     return value
-
-
-def check_filter_spec(name, spec):
-    """A ``*_filter`` parameter: a Filter instance (cloned per connection), a
-    Filter class or a zero-argument factory."""
-    if spec is None:
-        return None
-    if isinstance(spec, type) or callable(spec) and not hasattr(spec, "get_one_start"):
-        return spec
-    if hasattr(spec, "get_one_start") and hasattr(spec, "clone"):
-        return spec
-    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
-                    f"not {type(spec).__name__}")
 
 
 def choose_filters(prefix, filter, input_filter, output_filter):
@@ -64,15 +58,12 @@ def check_marks(names, values):
     return high, low
 
 
-def check_timeout(name, value):
-    """Seconds as a float; None -> 0.0 (disabled)."""
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number of seconds, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name}: must be >= 0, not {value}")
-    return float(value)
+def check_port(name, port, *, zero_ok=False):
+    """A port number: 1-65535 (0-65535 with ``zero_ok``)."""
+    low = 0 if zero_ok else 1
+    if isinstance(port, bool) or not isinstance(port, int) or not low <= port <= 65535:
+        raise ValueError(f"{name}: expected a port number {low}-65535, not {port!r}")
+    return port
 
 
 def check_states(states):
@@ -127,16 +118,9 @@ class ShutdownHook:
 
 def enlist(component, kernel, alias, stop):
     """Register ``component`` (its alias, its signal shutdown); returns the
-    hook to pass to ``retire``."""
+    hook, which the component's core unregisters when it ends."""
     hook = ShutdownHook(stop)
     kernel.register_component(hook)
     if alias is not None:
         kernel.alias_set(alias, component)
     return hook
-
-
-def retire(component, kernel, alias, hook):
-    """The component has ended: it no longer counts as work, its alias goes."""
-    kernel.unregister_component(hook)
-    if alias is not None and kernel.alias_resolve(alias) is component:
-        kernel.alias_remove(alias)
