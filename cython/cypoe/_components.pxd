@@ -4,7 +4,8 @@
 # filters, the deadline sweep).
 
 from cypoe._kernel cimport Kernel, Handler, Timer
-from cypoe._io cimport ReadWrite, SocketFactory
+from cypoe._readwrite cimport ReadWrite
+from cypoe._socketfactory cimport SocketFactory
 
 
 cdef class _Core:

@@ -1,14 +1,20 @@
-# The connection layer's C face, for the components (Server, Client, TCPMulti).
+# ReadWrite's C face, and the driver interface, for the modules above it
+# (_tls, _components).
 #
-# ReadWrite is a kernel Handler that joins an fd, a driver (plain or TLS) and
-# the input/output filters.  A component may subclass it in Cython and
-# override the _on_* hooks to receive events without Python callbacks:
+# ReadWrite is a kernel Handler that joins an fd, a driver and the
+# input/output filters.  The driver moves the bytes: the plain driver
+# recv()s and send()s on the fd (one stateless object that every plain
+# connection shares); the TLS driver (_tls.pyx) runs ssl.SSLObject over
+# memory BIOs.  ReadWrite itself knows nothing of TLS.
+#
+# A component may subclass ReadWrite in Cython and override the _on_*
+# hooks to receive events without Python callbacks:
 #
 #   cdef class Conn(ReadWrite):
 #       cdef int _on_input(self, object record) except -1: ...
 #
 #   conn = Conn.__new__(Conn)            # no __init__: no Python socket, no dict
-#   fd = nb_connect(AF_INET, "10.0.0.1", 80, None, 0, &err, &op)
+#   fd = nb_connect(AF_INET, "10.0.0.1", 80, None, 0, &err, &op)   # _sockets.pxd
 #   conn.setup(kernel, fd, Line(), None, True)   # True: connect in progress
 #
 # Hook contract: every _on_* hook is called from the loop, never re-entrantly
@@ -21,28 +27,43 @@ from cypoe._buffer cimport ByteBuffer
 from cypoe._filters cimport FilterBase
 
 
-# Non-blocking TCP connect to a numeric address (no name lookup, ever):
-# socket(SOCK_NONBLOCK|SOCK_CLOEXEC) + TCP_NODELAY + optional bind + connect.
-# Returns the fd (connect in progress or done: hand it to
-# ReadWrite.setup(..., connecting=True)), or -1 with err[0] = errno and
-# op[0] = "socket" | "bind" | "connect".  A host that is not a numeric
-# address of `family` raises ValueError.
-cdef int nb_connect(int family, str host, int port, str bind_host, int bind_port,
-                    int* err, const char** op) except -2
-
-# sockaddr (as accept()/getsockname() fill it) -> Python's sockaddr value.
-cdef object sockaddr_to_py(void* sa, unsigned int salen)
-
-# Give a Cython subclass of ReadWrite its own copy of the METH_FASTCALL put
-# (same behaviour): CPython specialises a method-descriptor call only when
-# the instance's type is exactly the descriptor's, so an inherited put
-# takes the generic call path (about 90 instructions more per call).
-cdef int install_fast_put(type t) except -1
+cdef class Driver:
+    # How a ReadWrite moves bytes on its fd.  ReadWrite calls these; a
+    # driver calls back into ReadWrite's C face (_feed, _on_bytes, _eof,
+    # _hard_error, _emit, _write_now, _update_interest) and sets two flags
+    # on it: F_HANDSHAKING while a handshake runs and F_DRIVER when the
+    # driver has state of its own (only then are pending, drop_pending,
+    # failed and close called).
+    #
+    # The driver takes charge of `rw` (called once, from ReadWrite.set_driver).
+    cdef int attach(self, ReadWrite rw) except -1
+    # The fd is readable (or a handshake wants input while input is paused):
+    # read, and hand the application's bytes to rw._feed.
+    cdef int on_readable(self, ReadWrite rw) except -1
+    # Write what the fd takes of the application's output `out` (may be
+    # None) and of the driver's own bytes: 1 if anything was written, 0 if
+    # not, -1 after a hard error (already reported).
+    cdef int send(self, ReadWrite rw, ByteBuffer out) except -2
+    # The non-blocking connect completed (after rw's connected event).
+    cdef int on_connected(self, ReadWrite rw) except -1
+    # The application's output is written and shutdown_output() was asked:
+    # 1 when the driver queued bytes of its own to send before the write
+    # side is shut (TLS close_notify), else 0.
+    cdef int shutdown_output(self, ReadWrite rw) except -1
+    # Octets the driver holds for the fd (F_DRIVER).
+    cdef Py_ssize_t pending(self) noexcept
+    # Drop them (a write error or close drops output) (F_DRIVER).
+    cdef int drop_pending(self) except -1
+    # A hard error on rw (F_DRIVER): returns the operation to report it as.
+    cdef str failed(self, ReadWrite rw, str op)
+    # rw closes (F_DRIVER).
+    cdef int close(self, ReadWrite rw) except -1
+    # The ssl.SSLObject of a TLS driver, else None (ReadWrite.tls_object).
+    cdef object tls_object(self)
 
 
 cdef class _RWExtra:
     # State that most connections never need, kept out of ReadWrite itself.
-    cdef object tls                   # _TLSState or None
     cdef Handler wside                # separate output handle's watcher, or None
     cdef object wsock                 # its socket object, or None
     cdef unsigned long long dropped   # octets of output dropped (write error, close)
@@ -67,9 +88,12 @@ cdef class ReadWrite(Handler):
     cdef object _sock                 # socket object owning the fd, or None (we own the fd)
     cdef _Callbacks _cbs              # None for the components' connections
     cdef _RWExtra _x                  # rarely used state, or None
+    cdef Driver _drv                  # never None: the shared plain driver, or a TLS driver
     cdef Py_ssize_t _high, _low       # watermarks (valid when F_MARKS)
-    cdef Py_ssize_t _out_msgs         # records put since the buffer was last empty
-    cdef unsigned int _flags          # F_* in _io.pyx
+    # Records put since the buffer was last empty; 32 bits beside _flags
+    # keep a component's connection within its allocation class.
+    cdef unsigned int _out_msgs
+    cdef unsigned int _flags          # F_* in includes/consts.pxd
 
     # C construction: take ownership of `fd` (non-blocking), register with
     # `k`.  Filters: any Filter objects (None -> Line() for input, the input
@@ -78,9 +102,12 @@ cdef class ReadWrite(Handler):
     # _on_error("connect", errno, text).
     cdef int setup(self, Kernel k, int fd, object in_filter, object out_filter,
                    bint connecting) except -1
-    # TLS on top of the fd (handshake starts at once; deadline in seconds).
+    # TLS on top of the fd (handshake starts at once; deadline in seconds):
+    # set_driver with a TLS driver (_tls.pyx).
     cdef int start_tls(self, object context, bint server_side, object server_hostname,
                        double timeout) except -1
+    # Replace the plain driver (once, after setup).
+    cdef int set_driver(self, Driver d) except -1
     # Watermarks (0, 0 disables); ValueError unless 0 < low < high.
     cdef int set_marks(self, Py_ssize_t high, Py_ssize_t low) except -1
 
@@ -111,52 +138,35 @@ cdef class ReadWrite(Handler):
     cdef Py_ssize_t pending_out(self) noexcept
     cdef bint is_closed(self) noexcept
 
-    # Internals.
-    cdef int _update_interest(self) except -1
-    cdef int _after_put(self, unsigned int f) except -1
+    # Internals (the drivers call the first group).
     cdef int _feed(self, const char* data, Py_ssize_t n) except -1
+    cdef int _eof(self) except -1
+    cdef int _hard_error(self, str op, int err, str text) except -1
+    cdef int _emit(self, int kind, str op, int errnum, str errstr) except -1
+    cdef int _write_now(self) except -1
+    cdef int _update_interest(self) except -1
+    cdef int _wfd(self) noexcept
+
+    cdef int _after_put(self, unsigned int f) except -1
     cdef int _feed_c(self, FilterBase f, const char* data, Py_ssize_t n) except -1
     cdef int _feed_py(self, object f, object chunks) except -1
     cdef int _feed_any(self, object pending) except -1
     cdef int _switched(self, object old, object p0, const char* data, Py_ssize_t n,
                        Py_ssize_t done) except -1
     cdef int _dispatch_input(self, object record) except -1
-    cdef int _emit(self, int kind, str op, int errnum, str errstr) except -1
     cdef int _user_exception(self, object exc) except -1
-    cdef int _eof(self) except -1
-    cdef int _hard_error(self, str op, int err, str text) except -1
-    cdef int _write_now(self) except -1
     cdef int _after_write(self, bint wrote) except -1
     cdef int _finish_connect(self) except -1
-    cdef int _tls_readable(self) except -1
-    cdef int _tls_handshake(self) except -1
-    cdef int _tls_pump(self) except -1
-    cdef ByteBuffer _out_buffer(self)
-    cdef int _wfd(self) noexcept
 
 
-cdef class SocketFactory(Handler):
-    cdef readonly unsigned long long id
-    """A number unique within the process (connection ids of the components too)."""
-    cdef Kernel _k
-    cdef object _on_success, _on_failure
-    cdef object _sock                 # listening / connecting / UDP socket object
-    cdef int _domain, _type, _proto
-    cdef int _mode                    # SF_LISTEN | SF_CONNECT | SF_UDP
-    cdef bint _closed, _paused, _backoff, _reported
-    cdef double _backoff_delay
-    cdef Timer _timer                 # accept back-off or resolution keep-alive
-    cdef object _sockname             # cached getsockname() once the socket is handed out
-    cdef object _bind                 # (address, port) for connects, or None
-    cdef object _remote_port
-    # Called for each accepted fd (non-blocking, close-on-exec, TCP_NODELAY);
-    # the default wraps it in a socket.socket and calls on_success.  A
-    # Cython subclass may keep the raw fd (it then owns it).
-    cdef int _on_accept(self, int fd, object addr) except -1
-    cdef int _fail(self, str op, int err, str text) except -1
-    cdef int _accept_backoff(self, int err) except -1
-    cdef int _start_connect(self, object sockaddr) except -1
-    cdef object _make_socket(self, object reuse, object reuse_port, object bind_address,
-                             int bind_port, bint connecting)
-    cdef int _drop_socket(self) except -1
-    cdef int _connect_to(self, object address, object port) except -1
+# Give a Cython subclass of ReadWrite its own copy of the METH_FASTCALL put
+# (same behaviour): CPython specialises a method-descriptor call only when
+# the instance's type is exactly the descriptor's, so an inherited put
+# takes the generic call path (about 90 instructions more per call).
+cdef int install_fast_put(type t) except -1
+
+# Write what the output side takes now from `buf` (send, or write() when
+# it is not a socket), consuming it.  1 if anything was written, 0 if not,
+# -1 after a write error (reported: rw._hard_error).  The plain driver's
+# send, and the TLS driver's once it has encrypted.
+cdef int send_buffer(ReadWrite rw, ByteBuffer buf) except -2
