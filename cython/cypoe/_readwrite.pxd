@@ -54,6 +54,10 @@ cdef class Driver:
     cdef Py_ssize_t pending(self) noexcept
     # Drop them (a write error or close drops output) (F_DRIVER).
     cdef int drop_pending(self) except -1
+    # 1 when the driver holds input it has read from the fd but not yet
+    # handed to rw._feed (input was paused): resume_input() then calls
+    # on_readable without waiting for the fd (F_DRIVER).
+    cdef int input_pending(self) except -1
     # A hard error on rw (F_DRIVER): returns the operation to report it as.
     cdef str failed(self, ReadWrite rw, str op)
     # rw closes (F_DRIVER).

@@ -92,6 +92,9 @@ cdef class Driver:
     cdef int drop_pending(self) except -1:
         return 0
 
+    cdef int input_pending(self) except -1:
+        return 0
+
     cdef str failed(self, ReadWrite rw, str op):
         return op
 
@@ -887,8 +890,18 @@ cdef class ReadWrite(Handler):
         return self._update_interest()
 
     cdef int c_resume_input(self) except -1:
+        cdef bint was_paused = (self._flags & F_PAUSED) != 0
         self._flags &= ~F_PAUSED
-        return self._update_interest()
+        self._update_interest()
+        if was_paused and (self._flags & F_DRIVER) and self._drv.input_pending():
+            # Input the driver read before the pause (TLS: records already
+            # decrypted or received) does not make the fd readable again.
+            self.kernel.call_soon(self._driver_readable, ())
+        return 0
+
+    def _driver_readable(self):
+        if not (self._flags & (F_CLOSED | F_EOF | F_PAUSED | F_CONNECTING)):
+            self._drv.on_readable(self)
 
     cdef int c_shutdown_input(self) except -1:
         if self._flags & F_CLOSED:

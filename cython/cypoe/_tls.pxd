@@ -27,6 +27,7 @@ cdef class TLSDriver(Driver):
     cdef double timeout         # its length in seconds
     cdef bint done              # handshake finished
     cdef bint closing           # close_notify queued
+    cdef bint peer_eof          # the socket reported EOF (written to inbio)
     cdef int _pump(self) except -1
     cdef int _handshake(self, ReadWrite rw) except -1
     cdef int _cancel_timer(self, ReadWrite rw) except -1

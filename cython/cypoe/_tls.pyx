@@ -131,9 +131,9 @@ cdef class TLSDriver(Driver):
         cdef Kernel k = rw.kernel
         cdef ssize_t n
         cdef int reads = 0, err, fd = rw.fd
-        cdef bint eof = False
+        cdef bint eof = False, ended = False
         ssl = _ssl
-        while True:
+        while not self.peer_eof:
             if rw._flags & F_NOTSOCK:
                 n = c_read(fd, k.rbuf, k.rbuf_size)
             else:
@@ -148,7 +148,7 @@ cdef class TLSDriver(Driver):
                 continue
             if n == 0:
                 self.inbio.write_eof()
-                eof = True
+                self.peer_eof = eof = True
                 break
             err = errno
             if err == EINTR:
@@ -162,19 +162,21 @@ cdef class TLSDriver(Driver):
                 if eof and not (rw._flags & (F_CLOSED | F_DEAD)):
                     rw._hard_error("tls", ECONNRESET, "EOF during the TLS handshake")
                 return 0
-        while not (rw._flags & (F_CLOSED | F_EOF)):
+        # Decrypted input goes to the filters a chunk at a time until input
+        # is paused (what is left waits in the BIOs: input_pending).
+        while not (rw._flags & (F_CLOSED | F_EOF | F_PAUSED)):
             try:
                 pt = self.sslobj.read(TLS_READ)
             except ssl.SSLWantReadError:
                 break
             except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                eof = True
+                ended = True
                 break
             except ssl.SSLError as exc:
                 self._pump()
                 return rw._hard_error("tls", EPROTO, str(exc))
             if not pt:
-                eof = True
+                ended = True
                 break
             rw._feed(PyBytes_AS_STRING(pt), PyBytes_GET_SIZE(pt))
         if rw._flags & F_CLOSED:
@@ -182,7 +184,7 @@ cdef class TLSDriver(Driver):
         self._pump()
         if self.raw.length() > 0:
             rw._write_now()
-        if eof and not (rw._flags & (F_CLOSED | F_EOF)):
+        if (ended or (eof and not (rw._flags & F_PAUSED))) and not (rw._flags & (F_CLOSED | F_EOF)):
             return rw._eof()
         return 0
 
@@ -216,6 +218,9 @@ cdef class TLSDriver(Driver):
         self.raw.clear()
         self.raw.shrink(0)
         return 0
+
+    cdef int input_pending(self) except -1:
+        return self.peer_eof or self.inbio.pending > 0 or self.sslobj.pending() > 0
 
     cdef str failed(self, ReadWrite rw, str op):
         self._cancel_timer(rw)

@@ -141,3 +141,52 @@ def test_a_filter_change_mid_batch_on_a_tls_connection(kernel, server_ctx, clien
     assert got == [b"one", b"switch", b"abcd", b"efgh"]
     srv.close()
     cli.close()
+
+
+def test_a_paused_tls_connection_still_completes_its_handshake(kernel, server_ctx, client_ctx):
+    """Input paused before the handshake: the driver still reads the
+    handshake (F_HANDSHAKING), and the records wait for resume_input()."""
+    a, b = tcp_pair()
+    shakes, got = [], []
+    srv = ReadWrite(b, kernel=kernel, driver=TLS(server_ctx, server_side=True),
+                    on_input=lambda rw, r: got.append(r),
+                    on_handshake=lambda rw: shakes.append("server"))
+    srv.pause_input()
+    cli = ReadWrite(a, kernel=kernel, driver=TLS(client_ctx, server_hostname="localhost"),
+                    on_input=lambda rw, r: None,
+                    on_handshake=lambda rw: shakes.append("client"))
+    cli.put(b"held")
+    run_until(kernel, lambda: sorted(shakes) == ["client", "server"], timeout=10)
+    run_for(kernel, 0.1)
+    assert got == []
+    srv.resume_input()
+    run_until(kernel, lambda: got == [b"held"], timeout=10)
+    srv.close()
+    cli.close()
+
+
+def test_tls_input_and_eof_received_while_paused_wait_for_resume(kernel, server_ctx,
+                                                                 client_ctx):
+    """What the TLS driver received while input was paused -- records and
+    the peer's end of input -- is delivered after resume_input(), in order,
+    even though the socket has nothing more to read by then."""
+    a, b = tcp_pair()
+    rec = Recorder()
+    shaken = []
+    srv = ReadWrite(b, kernel=kernel, driver=TLS(server_ctx, server_side=True),
+                    on_input=rec.on_input, on_error=rec.on_error,
+                    on_handshake=lambda rw: shaken.append(rw))
+    cli = ReadWrite(a, kernel=kernel, driver=TLS(client_ctx, server_hostname="localhost"),
+                    on_input=lambda rw, r: None)
+    run_until(kernel, lambda: shaken, timeout=10)
+    srv.pause_input()
+    cli.put(b"one", b"two")
+    cli.shutdown_output()
+    run_for(kernel, 0.2)
+    assert rec.records == [] and rec.errors() == []
+    srv.resume_input()
+    run_until(kernel, lambda: rec.errors(), timeout=10)
+    assert rec.records == [b"one", b"two"]
+    assert rec.errors() == [("error", "read", 0, "")]
+    srv.close()
+    cli.close()
