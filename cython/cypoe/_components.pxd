@@ -6,7 +6,8 @@
 # its component: no connection path calls a Python method of a component.
 
 from cypoe._kernel cimport Kernel, Handler, Timer, Session
-from cypoe._io cimport ReadWrite, SocketFactory
+from cypoe._readwrite cimport ReadWrite
+from cypoe._socketfactory cimport SocketFactory
 
 
 cdef class ComponentCore:

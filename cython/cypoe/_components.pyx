@@ -31,7 +31,9 @@ from libc.math cimport ceil
 from libc.errno cimport ETIMEDOUT, ECONNRESET, ECONNABORTED, ENOTCONN, EINVAL, EINPROGRESS
 
 from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
-from cypoe._io cimport ReadWrite, SocketFactory, nb_connect, sockaddr_to_py, install_fast_put
+from cypoe._readwrite cimport ReadWrite, install_fast_put
+from cypoe._socketfactory cimport SocketFactory
+from cypoe._sockets cimport nb_connect, sockaddr_to_py
 from cypoe._filters cimport FilterBase
 from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_CORES, cp_debug_counters
 from cypoe.includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, getsockname,

@@ -36,7 +36,7 @@ from libc.errno cimport errno, EINTR, EAGAIN, EMFILE, ENFILE
 from posix.unistd cimport close as c_close
 
 from cypoe._kernel cimport Kernel, Handler, Timer, EV_READ, EV_WRITE
-from cypoe._io cimport nb_connect
+from cypoe._sockets cimport nb_connect
 
 import ctypes
 import errno as _errno

@@ -3,7 +3,7 @@
 ``CYPOE_DEBUG=1 pip install -e .`` (or ``CYPOE_DEBUG=1 python setup.py
 build_ext --inplace --force``) compiles counters into every module
 (cython/cypoe/includes/debug.h): kernels, registered fd watchers, timers,
-sessions, ReadWrites, SocketFactories, lingering sockets, TLS states,
+sessions, ReadWrites, SocketFactories, lingering sockets, TLS drivers,
 ByteBuffers and their memory blocks, component cores, scans, RESP
 counters.  A release build has none of that code, and
 :func:`debug_counters` returns None.
@@ -11,7 +11,8 @@ counters.  A release build has none of that code, and
 import importlib
 
 # The compiled modules that keep counters (each its own table).
-_MODULES = ("_buffer", "_kernel", "_io", "_components", "_scan", "_resp")
+_MODULES = ("_buffer", "_kernel", "_linger", "_readwrite", "_tls", "_socketfactory",
+            "_components", "_scan", "_resp")
 
 #: Counters that are gauges, not leaks: the buffer pool keeps up to 64 free
 #: blocks for reuse, and how many it holds depends on what ran before.

@@ -1,15 +1,15 @@
-# Type stubs for the compiled module cypoe._io (cython/cypoe/_io.pyx,
-# _readwrite.pxi, _socketfactory.pxi).
+# Type stubs for the compiled module cypoe._io (cython/cypoe/_io.pyx), which
+# re-exports ReadWrite (_readwrite.pyx), TLS (_tls.pyx), SocketFactory
+# (_socketfactory.pyx) and connect_fd (_sockets.pyx).
 import socket as _socket
 import ssl as _ssl
 from collections.abc import Callable
 from typing import Any
 
 from cypoe._kernel import Handler, Kernel
-from cypoe.errors import BufferOverflow as BufferOverflow
-from cypoe.errors import CypoeError as CypoeError
-from cypoe.errors import FilterError as FilterError
 from cypoe.filters import Filter
+
+__all__ = ["ReadWrite", "TLS", "SocketFactory", "connect_fd"]
 
 _Handle = int | _socket.socket | Any
 _Address = Any
@@ -90,6 +90,8 @@ class ReadWrite(Handler):
     def peer_addr(self) -> _Address | None: ...
     @property
     def tls_object(self) -> _ssl.SSLObject | None: ...
+    @property
+    def driver(self) -> object: ...
 
 class SocketFactory(Handler):
     @property

@@ -1,5 +1,4 @@
 """The TLS driver: echo, failed handshake, handshake timeout, close_notify."""
-import datetime
 import errno
 import hashlib
 import socket
@@ -12,45 +11,7 @@ from cypoe import TLS, ReadWrite, Stream
 
 from .conftest import Recorder, run_for, run_until, tcp_pair
 
-x509 = pytest.importorskip("cryptography.x509")
-
-
-@pytest.fixture(scope="module")
-def cert_files(tmp_path_factory):
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(days=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-            .sign(key, hashes.SHA256()))
-    d = tmp_path_factory.mktemp("tls")
-    certfile, keyfile = d / "cert.pem", d / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                          serialization.PrivateFormat.PKCS8,
-                                          serialization.NoEncryption()))
-    return str(certfile), str(keyfile)
-
-
-@pytest.fixture
-def server_ctx(cert_files):
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(*cert_files)
-    return ctx
-
-
-@pytest.fixture
-def client_ctx(cert_files):
-    ctx = ssl.create_default_context(cafile=cert_files[0])
-    return ctx
+pytest.importorskip("cryptography.x509")
 
 
 def test_tls_echo(kernel, server_ctx, client_ctx):

@@ -1,6 +1,6 @@
-# The flags and limits of the connection layer (_io: ReadWrite,
-# SocketFactory) and of the components' connections (_components), in one
-# place.  The kernel's EV_READ / EV_WRITE are in _kernel.pxd, the poller's
+# The flags and limits of the connection layer (_readwrite: ReadWrite and
+# its drivers, _tls, _socketfactory) and of the components' connections
+# (_components), in one place.  The kernel's EV_READ / EV_WRITE are in _kernel.pxd, the poller's
 # CP_* in includes/poller.pxd.
 
 # ReadWrite state bits.
@@ -18,7 +18,14 @@ cdef enum:
     F_SWITCHED = 1024    # the input filter changed while a batch was delivered
     F_DEAD = 2048        # a hard error was reported: no further error events
     F_INBATCH = 4096
-    F_TLS = 8192
+    F_HANDSHAKING = 8192 # the driver's handshake runs: it reads even while input is
+                         # paused, its own records are not the application's output
+                         # (no flushed), a failure is reported as its operation
+    F_WNOTSOCK = 16384   # the output side is not a socket: write() instead of send()
+    F_HIGH_TOLD = 32768  # on_high was delivered, on_low not yet
+    F_FLUSH_QUEUED = 65536   # a flushed event is queued behind a callback
+    F_DRIVER = 131072    # the driver keeps state of its own (bytes it holds count as
+                         # pending output; it hears of errors and close; no lingering)
 
 # Event kinds (queued when raised from inside one of our own callbacks).
 cdef enum:

@@ -23,7 +23,7 @@ enum cp_debug_counter {
     CP_DBG_READWRITES,          /* ReadWrite objects alive (connections included) */
     CP_DBG_SOCKETFACTORIES,     /* SocketFactory objects alive (listeners included) */
     CP_DBG_LINGERING,           /* sockets lingering after a graceful close */
-    CP_DBG_TLS_STATES,          /* TLS states (one per TLS connection) alive */
+    CP_DBG_TLS_DRIVERS,         /* TLS drivers (one per TLS connection) alive */
     CP_DBG_BYTEBUFFERS,         /* ByteBuffer objects alive */
     CP_DBG_BUFFER_BLOCKS,       /* memory blocks held by ByteBuffers */
     CP_DBG_POOL_BLOCKS,         /* blocks cached in the buffer pool (bounded; not a leak) */
@@ -36,7 +36,7 @@ enum cp_debug_counter {
 /* Names, in enum order: the keys of cypoe.debug_counters(). */
 static const char* const cp_debug_names[CP_DBG_N] = {
     "kernels", "handlers", "timers", "sessions", "readwrites", "socketfactories",
-    "lingering_sockets", "tls_states", "bytebuffers", "buffer_blocks",
+    "lingering_sockets", "tls_drivers", "bytebuffers", "buffer_blocks",
     "pool_blocks", "component_cores", "scans", "resp_counters",
 };
 

@@ -10,7 +10,7 @@ cdef extern from "includes/debug.h":
         CP_DBG_READWRITES
         CP_DBG_SOCKETFACTORIES
         CP_DBG_LINGERING
-        CP_DBG_TLS_STATES
+        CP_DBG_TLS_DRIVERS
         CP_DBG_BYTEBUFFERS
         CP_DBG_BUFFER_BLOCKS
         CP_DBG_POOL_BLOCKS

@@ -1,11 +1,11 @@
-/* ReadWrite.put as a METH_FASTCALL method, and a list helper of the read
- * path (declared for Cython in _readwrite.pxi).
+/* ReadWrite.put as a METH_FASTCALL method (declared for Cython in
+ * fastput.pxd).
  *
  * ``def put(self, *records)`` compiles to a METH_VARARGS function that the
  * interpreter calls through a freshly built argument tuple (two, with
  * binding=True: one with self and a slice without it).  This put() of one
  * record -- the echo / request-response case -- goes straight to c_put1
- * with no tuple at all.  _readwrite.pxi sets the two _impl pointers and
+ * with no tuple at all.  _readwrite.pyx sets the two _impl pointers and
  * installs the method on ReadWrite (and install_fast_put on subclasses).
  */
 #ifndef CYPOE_FASTPUT_H
@@ -55,17 +55,6 @@ static int cp_install_put(PyObject* type) {
     Py_DECREF(d);
     PyType_Modified((PyTypeObject*)type);
     return r;
-}
-
-/* Empty a list we own, keeping its item array for the next use;
-   returns the capacity kept. */
-static inline Py_ssize_t cp_list_clear_keep(PyObject* l) {
-    PyListObject* o = (PyListObject*)l;
-    Py_ssize_t i = Py_SIZE(o);
-    Py_SET_SIZE(o, 0);
-    while (--i >= 0)
-        Py_DECREF(o->ob_item[i]);
-    return o->allocated;
 }
 
 #endif

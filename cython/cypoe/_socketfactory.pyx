@@ -1,4 +1,40 @@
-# SocketFactory: listening, connecting and UDP sockets (included by _io.pyx).
+# cython: language_level=3
+"""SocketFactory: listening, connecting and UDP sockets (POE::Wheel::SocketFactory).
+
+Sockets are created without ever blocking the loop: host names are resolved
+in a worker thread, numeric addresses at once.
+"""
+cimport cython
+from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, EMFILE, ENFILE, ECONNABORTED,
+                         EPROTO, ENOBUFS, ENOMEM, EALREADY, ENETDOWN, EHOSTUNREACH)
+from libc.string cimport memset
+
+from cypoe._kernel cimport Kernel, Handler, Timer, EV_READ, EV_WRITE
+from cypoe._sockets cimport new_id, strerror, sockaddr_to_py
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_SOCKETFACTORIES,
+                                   cp_debug_counters)
+from cypoe.includes.socket cimport (
+    EWOULDBLOCK, socklen_t, sockaddr, sockaddr_storage, accept4, getsockopt, setsockopt,
+    c_SOCK_NONBLOCK, c_SOCK_CLOEXEC, c_SOCK_STREAM, c_AF_UNIX, SOL_SOCKET, SO_ERROR,
+    c_IPPROTO_TCP, c_TCP_NODELAY)
+from posix.unistd cimport close as fd_close
+
+# SocketFactory modes (SF_*), the accept batch: includes/consts.pxd.
+from cypoe.includes.consts cimport *
+
+import os
+import socket as _socket
+import threading
+
+from cypoe.errors import CypoeError
+from cypoe._kernel import default_kernel as _default_kernel
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
+
 
 cdef dict _DOMAIN_NAMES = {
     "AF_INET": _socket.AF_INET, "PF_INET": _socket.AF_INET,
@@ -67,7 +103,7 @@ cdef class SocketFactory(Handler):
     """
 
     def __cinit__(self):
-        self.id = _new_id()
+        self.id = new_id()
         self._backoff_delay = BACKOFF_FIRST
         CP_DBG_INC(CP_DBG_SOCKETFACTORIES)
 
@@ -299,7 +335,7 @@ cdef class SocketFactory(Handler):
         # stop watching, and look again after a pause that grows to a second.
         if not self._reported:
             self._reported = True
-            self._fail("accept", err, _strerror(err))
+            self._fail("accept", err, strerror(err))
         self._backoff = True
         self._k.set_interest(self, 0)
         self._timer = self._k.schedule(self._k.now() + self._backoff_delay,
@@ -375,7 +411,7 @@ cdef class SocketFactory(Handler):
         if self._type == _socket.SOCK_DGRAM:
             if err:
                 self._drop_socket()
-                self._fail("connect", err, _strerror(err))
+                self._fail("connect", err, strerror(err))
             else:
                 self._k.call_soon(self._hand_over, (sockaddr, self._remote_port))
             return 0
@@ -385,7 +421,7 @@ cdef class SocketFactory(Handler):
             self._k.register(self, s.fileno(), EV_WRITE)
         else:
             self._drop_socket()
-            self._fail("connect", err, _strerror(err))
+            self._fail("connect", err, strerror(err))
         return 0
 
     cdef int on_writable(self) except -1:
@@ -398,7 +434,7 @@ cdef class SocketFactory(Handler):
         self._k.unregister(self)
         if err:
             self._drop_socket()
-            self._fail("connect", err, _strerror(err))
+            self._fail("connect", err, strerror(err))
             return 0
         self._hand_over(self._bind, self._remote_port)
         return 0

@@ -1,9 +1,218 @@
-# ReadWrite: buffered, filtered I/O on one connection (included by _io.pyx).
+# cython: language_level=3
+"""ReadWrite: buffered, filtered I/O on one connection, and its drivers.
 
-cdef enum:
-    F_WNOTSOCK = 16384   # the output side is not a socket: write() instead of send()
-    F_HIGH_TOLD = 32768  # on_high was delivered, on_low not yet
-    F_FLUSH_QUEUED = 65536   # a flushed event is queued behind a callback
+ReadWrite joins an fd, a driver and the input/output filters.  The driver
+moves the bytes: ``PlainDriver`` (one stateless object that every plain
+connection shares) recv()s into the kernel's shared receive buffer and
+send()s from the connection's output buffer; the TLS driver (``_tls.pyx``)
+runs ``ssl.SSLObject`` over memory BIOs.  Received bytes go straight into a
+built-in filter's C face; ``put`` serialises into a per-connection output
+buffer that the kernel flushes once at the end of the loop iteration.
+"""
+cimport cython
+from cpython.bytes cimport PyBytes_FromStringAndSize, PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.errno cimport errno, EAGAIN, EINTR, EINPROGRESS, EMSGSIZE, EALREADY
+from posix.unistd cimport close as fd_close, read as c_read, write as c_write
+
+from cypoe._kernel cimport Kernel, Handler, Timer, EV_READ, EV_WRITE
+from cypoe._buffer cimport ByteBuffer
+from cypoe._filters cimport FilterBase
+from cypoe._sockets cimport new_id, strerror, fd_sockname, fileno_of, fd_is_socket
+from cypoe._linger cimport linger
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_READWRITES,
+                                   cp_debug_counters)
+from cypoe.includes.socket cimport (
+    EWOULDBLOCK, socklen_t, recv, send, shutdown, getsockopt, SOL_SOCKET, SO_ERROR,
+    MSG_NOSIGNAL, SHUT_RD, SHUT_WR, fcntl, F_DUPFD_CLOEXEC, cp_discard_input,
+    cp_input_waiting)
+from cypoe.includes.fastput cimport cp_rw_put1_impl, cp_rw_putn_impl, cp_install_put
+from cypoe.includes.lists cimport cp_list_clear_keep
+
+# ReadWrite's state bits (F_*), queued event kinds (K_*) and read limits:
+# includes/consts.pxd.
+from cypoe.includes.consts cimport *
+
+import os
+import socket as _socket
+
+from cypoe.errors import BufferOverflow, CypoeError, FilterError
+from cypoe._kernel import default_kernel as _default_kernel
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
+
+
+cdef object _Line = None
+cdef object _tls_mod = None
+
+cdef object _default_line():
+    global _Line
+    if _Line is None:
+        from cypoe.filters import Line
+        _Line = Line
+    return _Line()
+
+cdef object _tls():
+    # The TLS driver's module, imported on first use: it cimports this one.
+    global _tls_mod
+    if _tls_mod is None:
+        from cypoe import _tls as m
+        _tls_mod = m
+    return _tls_mod
+
+
+# ----------------------------------------------------------------------
+# Drivers
+
+cdef class Driver:
+    """How a ReadWrite moves bytes on its fd (the interface: _readwrite.pxd).
+    The base class is abstract; PlainDriver and the TLS driver implement it."""
+
+    cdef int attach(self, ReadWrite rw) except -1:
+        return 0
+
+    cdef int on_readable(self, ReadWrite rw) except -1:
+        raise NotImplementedError
+
+    cdef int send(self, ReadWrite rw, ByteBuffer out) except -2:
+        raise NotImplementedError
+
+    cdef int on_connected(self, ReadWrite rw) except -1:
+        return 0
+
+    cdef int shutdown_output(self, ReadWrite rw) except -1:
+        return 0
+
+    cdef Py_ssize_t pending(self) noexcept:
+        return 0
+
+    cdef int drop_pending(self) except -1:
+        return 0
+
+    cdef int input_pending(self) except -1:
+        return 0
+
+    cdef str failed(self, ReadWrite rw, str op):
+        return op
+
+    cdef int close(self, ReadWrite rw) except -1:
+        return 0
+
+    cdef object tls_object(self):
+        return None
+
+
+@cython.final
+cdef class PlainDriver(Driver):
+    """recv/send (read/write on pipes and files) straight on the fd.  It has
+    no state: one object serves every plain connection."""
+
+    cdef int on_readable(self, ReadWrite rw) except -1:
+        cdef Kernel k = rw.kernel
+        cdef ssize_t n
+        cdef int reads = 0, err
+        cdef int fd = rw.fd
+        cdef bint notsock = (rw._flags & F_NOTSOCK) != 0
+        while True:
+            if notsock:
+                n = c_read(fd, k.rbuf, k.rbuf_size)
+            else:
+                n = recv(fd, k.rbuf, k.rbuf_size, 0)
+            if n > 0:
+                if reads == 0:
+                    rw._on_bytes()
+                rw._feed(k.rbuf, n)
+                if rw._flags & (F_CLOSED | F_EOF | F_PAUSED):
+                    return 0
+                reads += 1
+                # A short read drained the socket: skip the EAGAIN round trip.
+                if n < k.rbuf_size or reads >= MAX_READS:
+                    return 0
+                continue
+            if n == 0:
+                return rw._eof()
+            err = errno
+            if err == EINTR:
+                continue
+            if err == EAGAIN or err == EWOULDBLOCK:
+                return 0
+            return rw._hard_error("read", err, strerror(err))
+
+    cdef int send(self, ReadWrite rw, ByteBuffer out) except -2:
+        return send_buffer(rw, out)
+
+    cdef int on_connected(self, ReadWrite rw) except -1:
+        if rw.pending_out() > 0 or (rw._flags & F_SHUT_OUT):
+            rw._write_now()
+        return 0
+
+    def __repr__(self):
+        return "<PlainDriver>"
+
+
+cdef Driver _PLAIN = PlainDriver()
+
+
+def plain_driver():
+    """The plain driver that every plain connection shares (for tests)."""
+    return _PLAIN
+
+
+cdef int send_buffer(ReadWrite rw, ByteBuffer buf) except -2:
+    cdef ssize_t n
+    cdef Py_ssize_t length
+    cdef int fd, err
+    cdef bint wrote = False
+    cdef bint notsock = (rw._flags & F_WNOTSOCK) != 0
+    if buf is None:
+        return 0
+    fd = rw._wfd()
+    while buf.length() > 0:
+        length = buf.length()
+        if notsock:
+            n = c_write(fd, buf.head(), length)
+        else:
+            n = send(fd, buf.head(), length, MSG_NOSIGNAL)
+        if n >= 0:
+            buf.consume(n)
+            wrote = True
+            if n < length:
+                break
+            continue
+        err = errno
+        if err == EINTR:
+            continue
+        if err == EAGAIN or err == EWOULDBLOCK:
+            break
+        rw._hard_error("write", err, strerror(err))
+        return -1
+    return wrote
+
+
+# ----------------------------------------------------------------------
+# ReadWrite
+
+@cython.final
+cdef class _OutSide(Handler):
+    """Write-readiness watcher of a separate output handle."""
+    cdef ReadWrite rw
+
+    cdef int on_writable(self) except -1:
+        if self.rw is not None:
+            self.rw._write_now()
+        return 0
+
+
+cdef class _RWExtra:
+    pass
+
+
+@cython.final
+cdef class _Callbacks:
+    pass
 
 
 cdef object _check_filter(object f, str name, bint need_input, bint need_output):
@@ -39,7 +248,8 @@ cdef class ReadWrite(Handler):
     """
 
     def __cinit__(self):
-        self.id = _new_id()
+        self.id = new_id()
+        self._drv = _PLAIN
         self._flags = 0
         self._high = 0
         self._low = 0
@@ -88,7 +298,7 @@ cdef class ReadWrite(Handler):
         elif not isinstance(kernel, Kernel):
             raise TypeError(f"kernel: expected a Kernel, not {type(kernel).__name__}")
         k = <Kernel>kernel
-        if driver is not None and not isinstance(driver, TLS):
+        if driver is not None and not isinstance(driver, _tls().TLS):
             raise TypeError(f"driver: expected None or cypoe.TLS, not {type(driver).__name__}")
         if handle is not None:
             if input_handle is not None or output_handle is not None:
@@ -98,28 +308,13 @@ cdef class ReadWrite(Handler):
             raise TypeError("handle: required (or both input_handle and output_handle)")
         else:
             in_h, out_h = input_handle, output_handle
-        tls_ctx = None
-        tls_server = False
-        tls_host = None
-        tls_timeout = 10.0
-        if type(in_h).__name__ == "SSLSocket" and isinstance(in_h, _ssl_mod().SSLSocket):
-            if out_h is not in_h:
-                raise ValueError("handle: an SSLSocket cannot be split into two handles")
-            if driver is not None:
-                raise ValueError("driver: the handle is already an SSLSocket")
-            if in_h.version() is not None:
-                raise ValueError("handle: the SSLSocket's handshake is already done; "
-                                 "pass the plain socket with driver=cypoe.TLS(...)")
-            tls_ctx, tls_server, tls_host = in_h.context, in_h.server_side, in_h.server_hostname
-            fam, typ, proto = in_h.family, in_h.type, in_h.proto
-            in_h = out_h = _socket.socket(fam, typ, proto, in_h.detach())
-        elif driver is not None:
-            tls_ctx = (<TLS>driver).context
-            tls_server = (<TLS>driver).server_side
-            tls_host = (<TLS>driver).server_hostname
-            tls_timeout = (<TLS>driver).handshake_timeout
-        in_fd = _fileno_of(in_h, "input_handle" if handle is None else "handle")
-        out_fd = _fileno_of(out_h, "output_handle" if handle is None else "handle")
+        if type(in_h).__name__ == "SSLSocket":
+            # An ssl.SSLSocket before its handshake: its plain socket and a
+            # TLS driver with its settings.
+            in_h, driver = _tls().unwrap_sslsocket(in_h, out_h, driver)
+            out_h = in_h
+        in_fd = fileno_of(in_h, "input_handle" if handle is None else "handle")
+        out_fd = fileno_of(out_h, "output_handle" if handle is None else "handle")
         inf = input_filter if input_filter is not None else filter
         if inf is None:
             inf = _default_line()
@@ -130,7 +325,7 @@ cdef class ReadWrite(Handler):
         _check_filter(outf, "output_filter" if output_filter is not None else "filter", False, True)
 
         os.set_blocking(in_fd, False)
-        if not _fd_is_socket(in_fd):
+        if not fd_is_socket(in_fd):
             self._flags |= F_NOTSOCK
         if isinstance(in_h, _socket.socket):
             self._sock = in_h
@@ -147,7 +342,7 @@ cdef class ReadWrite(Handler):
         self.setup(k, in_fd, inf, outf, False)
         if out_fd != in_fd:
             os.set_blocking(out_fd, False)
-            if not _fd_is_socket(out_fd):
+            if not fd_is_socket(out_fd):
                 self._flags |= F_WNOTSOCK
             if self._x is None:
                 self._x = _RWExtra()
@@ -164,8 +359,9 @@ cdef class ReadWrite(Handler):
             self._flags |= F_WNOTSOCK
         if given:
             self.set_marks(hi, lo)
-        if tls_ctx is not None:
-            self.start_tls(tls_ctx, tls_server, tls_host, tls_timeout)
+        if driver is not None:
+            self.start_tls(driver.context, driver.server_side, driver.server_hostname,
+                           driver.handshake_timeout)
 
     # ------------------------------------------------------------------
     # C face
@@ -201,24 +397,18 @@ cdef class ReadWrite(Handler):
 
     cdef int start_tls(self, object context, bint server_side, object server_hostname,
                        double timeout) except -1:
-        cdef _TLSState t
-        cdef Kernel k = self.kernel
-        ssl = _ssl_mod()
-        if self._flags & F_TLS:
+        if self._drv is not _PLAIN:
             raise CypoeError("TLS is already active on this ReadWrite")
-        t = _TLSState()
-        t.inbio = ssl.MemoryBIO()
-        t.outbio = ssl.MemoryBIO()
-        t.sslobj = context.wrap_bio(t.inbio, t.outbio, server_side=server_side,
-                                    server_hostname=server_hostname)
-        if self._x is None:
-            self._x = _RWExtra()
-        self._x.tls = t
-        self._flags |= F_TLS
-        t.timer = k.schedule(k.now() + timeout, self._tls_timeout, (), None, False)
-        if not (self._flags & F_CONNECTING):
-            self._tls_handshake()
-        return 0
+        return self.set_driver(<Driver?>_tls().TLSDriver(context, server_side,
+                                                          server_hostname, timeout))
+
+    cdef int set_driver(self, Driver d) except -1:
+        if self._drv is not _PLAIN:
+            raise CypoeError("this ReadWrite has a driver already")
+        if self._flags & F_CLOSED:
+            raise CypoeError("this ReadWrite is closed")
+        self._drv = d
+        return d.attach(self)
 
     cdef bint is_closed(self) noexcept:
         return (self._flags & F_CLOSED) != 0
@@ -227,8 +417,8 @@ cdef class ReadWrite(Handler):
         cdef Py_ssize_t n = 0
         if self._obuf is not None:
             n = self._obuf.length()
-        if self._flags & F_TLS:
-            n += (<_TLSState>self._x.tls).raw.length()
+        if self._flags & F_DRIVER:
+            n += self._drv.pending()
         return n
 
     cdef int _wfd(self) noexcept:
@@ -239,24 +429,19 @@ cdef class ReadWrite(Handler):
     cdef int _update_interest(self) except -1:
         cdef unsigned int f = self._flags
         cdef int want = 0, wwant = 0
-        cdef _TLSState t = None
         if (f & F_CLOSED) or self.fd < 0:
             return 0
-        if f & F_TLS:
-            t = <_TLSState>self._x.tls
         if f & F_CONNECTING:
             want = EV_WRITE
         else:
-            if not (f & (F_EOF | F_PAUSED)):
-                want = EV_READ
-            elif t is not None and not t.done and not (f & F_EOF):
-                want = EV_READ          # the handshake needs reading even when paused
+            if not (f & F_EOF) and (not (f & F_PAUSED) or (f & F_HANDSHAKING)):
+                want = EV_READ          # a handshake needs reading even when paused
             if not (f & F_WDONE):
-                if t is not None:
-                    if t.raw.length() > 0 or (t.done and self._obuf is not None
-                                              and self._obuf.length() > 0):
-                        wwant = EV_WRITE
-                elif self._obuf is not None and self._obuf.length() > 0:
+                if (f & F_DRIVER) and self._drv.pending() > 0:
+                    wwant = EV_WRITE
+                elif (not (f & F_HANDSHAKING) and self._obuf is not None
+                        and self._obuf.length() > 0):
+                    # (during a handshake the application's output waits for it)
                     wwant = EV_WRITE
         if self._x is not None and self._x.wside is not None:
             self.kernel.set_interest(self._x.wside, wwant)
@@ -279,7 +464,7 @@ cdef class ReadWrite(Handler):
     cdef int _on_flushed(self) except -1:
         # The TLS handshake's own records are not the application's output:
         # on_flushed is about what put() queued.
-        if (self._flags & F_TLS) and not (<_TLSState>self._x.tls).done:
+        if self._flags & F_HANDSHAKING:
             return 0
         if self._cbs is not None and self._cbs.flushed is not None:
             self._cbs.flushed(self)
@@ -391,45 +576,15 @@ cdef class ReadWrite(Handler):
     # -- reading --------------------------------------------------------
 
     cdef int on_readable(self) except -1:
-        cdef Kernel k
-        cdef ssize_t n
-        cdef int reads = 0, err, fd
         cdef unsigned int f = self._flags
-        if f & (F_CLOSED | F_EOF | F_PAUSED | F_CONNECTING | F_TLS):
+        if f & (F_CLOSED | F_EOF | F_PAUSED | F_CONNECTING):
             if f & F_CLOSED:
                 return 0
             if f & F_CONNECTING:
                 return self._finish_connect()
-            if (f & F_TLS) and not (f & F_EOF):
-                if not (f & F_PAUSED) or not (<_TLSState>self._x.tls).done:
-                    return self._tls_readable()
-            return 0
-        k = self.kernel
-        fd = self.fd
-        while True:
-            if f & F_NOTSOCK:
-                n = c_read(fd, k.rbuf, k.rbuf_size)
-            else:
-                n = recv(fd, k.rbuf, k.rbuf_size, 0)
-            if n > 0:
-                if reads == 0:
-                    self._on_bytes()
-                self._feed(k.rbuf, n)
-                if self._flags & (F_CLOSED | F_EOF | F_PAUSED):
-                    return 0
-                reads += 1
-                # A short read drained the socket: skip the EAGAIN round trip.
-                if n < k.rbuf_size or reads >= MAX_READS:
-                    return 0
-                continue
-            if n == 0:
-                return self._eof()
-            err = errno
-            if err == EINTR:
-                continue
-            if err == EAGAIN or err == EWOULDBLOCK:
+            if (f & F_EOF) or not (f & F_HANDSHAKING):
                 return 0
-            return self._hard_error("read", err, _strerror(err))
+        return self._drv.on_readable(self)
 
     cdef int _feed(self, const char* data, Py_ssize_t n) except -1:
         if self._cin is not None:
@@ -593,21 +748,14 @@ cdef class ReadWrite(Handler):
         return self._emit(K_ERROR, "read", 0, "")
 
     cdef int _hard_error(self, str op, int err, str text) except -1:
-        cdef _TLSState t
         if self._flags & (F_DEAD | F_CLOSED):
             return 0
         self._flags |= F_DEAD | F_EOF | F_WDONE
         _drop_output(self)
-        if self._flags & F_TLS:
-            t = <_TLSState>self._x.tls
-            if not t.done:
-                # A read or write failure before the handshake finished is a
-                # failed handshake, whatever the system call was
-                # (connect_error(c, "tls", ...): docs/tls.rst).
-                op = "tls"
-            if t.timer is not None:
-                self.kernel.cancel_timer(t.timer)
-                t.timer = None
+        if self._flags & F_DRIVER:
+            # e.g. the TLS driver reports any failure before its handshake
+            # finished as operation "tls" (docs/tls.rst).
+            op = self._drv.failed(self, op)
         self._update_interest()
         return self._emit(K_ERROR, op, err, text)
 
@@ -623,16 +771,12 @@ cdef class ReadWrite(Handler):
             self._flags |= F_DEAD | F_EOF | F_WDONE
             _drop_output(self)
             self._update_interest()
-            return self._emit(K_ERROR, "connect", err, _strerror(err))
+            return self._emit(K_ERROR, "connect", err, strerror(err))
         self._update_interest()
         self._emit(K_CONNECTED, None, 0, None)
         if self._flags & F_CLOSED:
             return 0
-        if self._flags & F_TLS:
-            return self._tls_handshake()
-        if self.pending_out() > 0 or (self._flags & F_SHUT_OUT):
-            self._write_now()
-        return 0
+        return self._drv.on_connected(self)
 
     # -- writing --------------------------------------------------------
 
@@ -704,51 +848,17 @@ cdef class ReadWrite(Handler):
             return self._finish_connect()
         return self._write_now()
 
-    cdef ByteBuffer _out_buffer(self):
-        cdef _TLSState t
-        cdef ByteBuffer ob = self._obuf
-        if not (self._flags & F_TLS):
-            return ob
-        t = <_TLSState>self._x.tls
-        if t.done and ob is not None and ob.length() > 0 and not t.closing:
-            t.sslobj.write(ob.to_bytes())
-            ob.clear()
-            self._tls_pump()
-        return t.raw
-
     cdef int _write_now(self) except -1:
-        cdef ByteBuffer buf
-        cdef ssize_t n
-        cdef Py_ssize_t length
-        cdef int fd, err
-        cdef bint wrote = False
+        cdef int wrote
         if self._flags & (F_CLOSED | F_WDONE | F_CONNECTING):
             return 0
-        buf = self._out_buffer()
-        fd = self._wfd()
-        while buf is not None and buf.length() > 0:
-            length = buf.length()
-            if self._flags & F_WNOTSOCK:
-                n = c_write(fd, buf.head(), length)
-            else:
-                n = send(fd, buf.head(), length, MSG_NOSIGNAL)
-            if n >= 0:
-                buf.consume(n)
-                wrote = True
-                if n < length:
-                    break
-                continue
-            err = errno
-            if err == EINTR:
-                continue
-            if err == EAGAIN or err == EWOULDBLOCK:
-                break
-            return self._hard_error("write", err, _strerror(err))
+        wrote = self._drv.send(self, self._obuf)
+        if wrote < 0:
+            return 0            # a write error, reported
         return self._after_write(wrote)
 
     cdef int _after_write(self, bint wrote) except -1:
         cdef Py_ssize_t pend = self.pending_out()
-        cdef _TLSState t
         if self._flags & F_CLOSED:
             return 0
         if pend == 0:
@@ -756,17 +866,8 @@ cdef class ReadWrite(Handler):
             if self._obuf is not None:
                 self._obuf.shrink(0)
             if (self._flags & F_SHUT_OUT) and not (self._flags & F_WDONE):
-                if self._flags & F_TLS:
-                    t = <_TLSState>self._x.tls
-                    if t.done and not t.closing:
-                        t.closing = True
-                        try:
-                            t.sslobj.unwrap()
-                        except (_ssl.SSLError, ValueError):
-                            pass   # close_notify is queued; the peer's reply is not awaited
-                        self._tls_pump()
-                        if t.raw.length() > 0:
-                            return self._write_now()
+                if self._drv.shutdown_output(self):
+                    return self._write_now()    # the driver's last words (close_notify)
                 self._flags |= F_WDONE
                 if not (self._flags & F_WNOTSOCK):
                     shutdown(self._wfd(), SHUT_WR)
@@ -782,105 +883,6 @@ cdef class ReadWrite(Handler):
             self._emit(K_LOW, None, 0, None)
         return self._update_interest()
 
-    # -- TLS --------------------------------------------------------------
-
-    cdef int _tls_pump(self) except -1:
-        cdef _TLSState t = <_TLSState>self._x.tls
-        if t.outbio.pending:
-            t.raw.append_object(t.outbio.read())
-        return 0
-
-    cdef int _tls_handshake(self) except -1:
-        cdef _TLSState t = <_TLSState>self._x.tls
-        ssl = _ssl
-        try:
-            t.sslobj.do_handshake()
-        except ssl.SSLWantReadError:
-            self._tls_pump()
-            return self._write_now()
-        except ssl.SSLError as exc:
-            self._tls_pump()
-            self._write_now()       # the alert, best effort
-            return self._hard_error("tls", EPROTO, str(exc))
-        t.done = True
-        if t.timer is not None:
-            self.kernel.cancel_timer(t.timer)
-            t.timer = None
-        self._emit(K_HANDSHAKE, None, 0, None)
-        if self._flags & F_CLOSED:
-            return 0
-        self._tls_pump()
-        return self._write_now()
-
-    def _tls_timeout(self):
-        cdef _TLSState t
-        if self._flags & F_CLOSED or not (self._flags & F_TLS):
-            return
-        t = <_TLSState>self._x.tls
-        t.timer = None
-        if not t.done:
-            self._hard_error("tls", ETIMEDOUT, "TLS handshake timed out")
-
-    cdef int _tls_readable(self) except -1:
-        cdef _TLSState t = <_TLSState>self._x.tls
-        cdef Kernel k = self.kernel
-        cdef ssize_t n
-        cdef int reads = 0, err, fd = self.fd
-        cdef bint eof = False
-        ssl = _ssl
-        while True:
-            if self._flags & F_NOTSOCK:
-                n = c_read(fd, k.rbuf, k.rbuf_size)
-            else:
-                n = recv(fd, k.rbuf, k.rbuf_size, 0)
-            if n > 0:
-                if reads == 0:
-                    self._on_bytes()
-                t.inbio.write(PyBytes_FromStringAndSize(k.rbuf, n))
-                reads += 1
-                if n < k.rbuf_size or reads >= MAX_READS:
-                    break
-                continue
-            if n == 0:
-                t.inbio.write_eof()
-                eof = True
-                break
-            err = errno
-            if err == EINTR:
-                continue
-            if err == EAGAIN or err == EWOULDBLOCK:
-                break
-            return self._hard_error("read", err, _strerror(err))
-        if not t.done:
-            self._tls_handshake()
-            if not t.done or (self._flags & (F_CLOSED | F_DEAD)):
-                if eof and not (self._flags & (F_CLOSED | F_DEAD)):
-                    self._hard_error("tls", ECONNRESET, "EOF during the TLS handshake")
-                return 0
-        while not (self._flags & (F_CLOSED | F_EOF)):
-            try:
-                pt = t.sslobj.read(TLS_READ)
-            except ssl.SSLWantReadError:
-                break
-            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
-                eof = True
-                break
-            except ssl.SSLError as exc:
-                self._tls_pump()
-                return self._hard_error("tls", EPROTO, str(exc))
-            if not pt:
-                eof = True
-                break
-            self._feed(PyBytes_AS_STRING(pt), PyBytes_GET_SIZE(pt))
-        if self._flags & F_CLOSED:
-            return 0
-        self._tls_pump()
-        if t.raw.length() > 0:
-            self._write_now()
-        if eof and not (self._flags & (F_CLOSED | F_EOF)):
-            return self._eof()
-        return 0
-
     # -- control ----------------------------------------------------------
 
     cdef int c_pause_input(self) except -1:
@@ -888,8 +890,18 @@ cdef class ReadWrite(Handler):
         return self._update_interest()
 
     cdef int c_resume_input(self) except -1:
+        cdef bint was_paused = (self._flags & F_PAUSED) != 0
         self._flags &= ~F_PAUSED
-        return self._update_interest()
+        self._update_interest()
+        if was_paused and (self._flags & F_DRIVER) and self._drv.input_pending():
+            # Input the driver read before the pause (TLS: records already
+            # decrypted or received) does not make the fd readable again.
+            self.kernel.call_soon(self._driver_readable, ())
+        return 0
+
+    def _driver_readable(self):
+        if not (self._flags & (F_CLOSED | F_EOF | F_PAUSED | F_CONNECTING)):
+            self._drv.on_readable(self)
 
     cdef int c_shutdown_input(self) except -1:
         if self._flags & F_CLOSED:
@@ -934,14 +946,15 @@ cdef class ReadWrite(Handler):
         # that input reaches afterwards, resets the connection, and the
         # reset throws away the output the peer has not received yet (a
         # peer still sending while it reads an answer loses the answer).
-        # So the socket outlives the connection in a _Linger: write side
+        # So the socket outlives the connection (_linger.pyx): write side
         # shut (the FIN follows the output), input read and dropped until
-        # the peer's EOF or `seconds`, then closed.
+        # the peer's EOF or `seconds`, then closed.  A driver with state of
+        # its own (TLS) closes plainly.
         # Without unread input (the usual case: the peer waits for the
         # answer) close() sends a FIN and nothing lingers.
         cdef int lfd
         cdef Kernel k = self.kernel
-        if (self._flags & (F_CLOSED | F_NOTSOCK | F_TLS) or self.fd < 0 or k is None
+        if (self._flags & (F_CLOSED | F_NOTSOCK | F_DRIVER) or self.fd < 0 or k is None
                 or self.pending_out() > 0
                 or (self._x is not None and self._x.wside is not None)
                 or not cp_input_waiting(self.fd)):
@@ -954,7 +967,7 @@ cdef class ReadWrite(Handler):
             fd_close(lfd)        # not connected any more, or the peer is done
             return 0
         try:
-            _Linger.start(k, lfd, seconds)
+            linger(k, lfd, seconds)
         except Exception as exc:    # lfd is closed: the close goes on as a plain one
             k.report_exception("Exception while keeping a closed socket open", exc, self)
         return 0
@@ -962,7 +975,6 @@ cdef class ReadWrite(Handler):
     cdef int c_close(self) except -1:
         cdef int fd, wfd = -1
         cdef Kernel k = self.kernel
-        cdef _TLSState t
         cdef _OutSide ws
         if self._flags & F_CLOSED:
             return 0
@@ -970,11 +982,8 @@ cdef class ReadWrite(Handler):
             _drop_output(self)
         self._flags |= F_CLOSED
         fd = self.fd
-        if self._flags & F_TLS:
-            t = <_TLSState>self._x.tls
-            if t.timer is not None:
-                k.cancel_timer(t.timer)
-                t.timer = None
+        if self._flags & F_DRIVER:
+            self._drv.close(self)
         if self._x is not None and self._x.wside is not None:
             ws = <_OutSide>self._x.wside
             wfd = ws.fd
@@ -1012,7 +1021,8 @@ cdef class ReadWrite(Handler):
     def put(self, *records):
         """Serialise ``records`` through the output filter and queue them;
         returns True while buffered output is at or above ``high_mark``."""
-        # Replaced after the class by a METH_FASTCALL method (_rw_put below).
+        # Replaced after the class by a METH_FASTCALL method (_rw_put below,
+        # includes/fastput.h).
         return self.c_put(records) == 1
 
     def flush(self):
@@ -1119,126 +1129,33 @@ cdef class ReadWrite(Handler):
     @property
     def local_addr(self):
         """The socket's own address (getsockname), or None when closed or not a socket."""
-        return _sockname(self.fd, False)
+        return fd_sockname(self.fd, False)
 
     @property
     def peer_addr(self):
         """The peer's address (getpeername), or None when closed, not a socket or not connected."""
-        return _sockname(self.fd, True)
+        return fd_sockname(self.fd, True)
 
     @property
     def tls_object(self):
         """The ssl.SSLObject (certificate, cipher, version), or None."""
-        if self._flags & F_TLS:
-            return (<_TLSState>self._x.tls).sslobj
-        return None
+        return self._drv.tls_object()
+
+    @property
+    def driver(self):
+        """The driver moving this connection's bytes: the shared plain
+        driver, or its own TLS driver."""
+        return self._drv
 
     def __repr__(self):
         return f"<ReadWrite id={self.id} fd={self.fd}{' closed' if self.closed else ''}>"
-
-
-
-@cython.final
-cdef class _Linger(Handler):
-    """The socket of a connection closed gracefully, until the peer is done
-    with it (see ReadWrite.c_close_lingering).  While any is lingering, one
-    component per kernel keeps a graceful shutdown of the kernel waiting."""
-    cdef int lfd
-    cdef Kernel k
-    cdef Timer timer
-
-    def __dealloc__(self):
-        if self.lfd >= 0:       # collected with its kernel, still lingering
-            fd_close(self.lfd)
-            CP_DBG_DEC(CP_DBG_LINGERING)
-
-    @staticmethod
-    cdef int start(Kernel k, int lfd, double seconds) except -1:
-        cdef _Linger lg = _Linger.__new__(_Linger)
-        lg.lfd = -1
-        lg.k = k
-        try:
-            k.register(lg, lfd, EV_READ, False)
-        except BaseException:
-            fd_close(lfd)
-            raise
-        lg.lfd = lfd            # from here on the _Linger closes it
-        CP_DBG_INC(CP_DBG_LINGERING)
-        lg.timer = k.schedule(k.now() + seconds, lg._expire, (), None, False)
-        _LingerSet.of(k).add()
-        return 0
-
-    cdef int on_readable(self) except -1:
-        if cp_discard_input(self.lfd, LINGER_READ):
-            self._done()
-        return 0
-
-    def _expire(self):
-        self.timer = None
-        self._done()
-
-    cdef int _done(self) except -1:
-        if self.lfd < 0:
-            return 0
-        self.k.unregister(self)
-        if self.timer is not None:
-            self.k.cancel_timer(self.timer)
-            self.timer = None
-        fd_close(self.lfd)
-        self.lfd = -1
-        CP_DBG_DEC(CP_DBG_LINGERING)
-        _LingerSet.of(self.k).remove()
-        return 0
-
-
-@cython.final
-cdef class _LingerSet:
-    """A kernel component while sockets linger: a graceful shutdown waits
-    for them (as it waits for connections flushing their output)."""
-    cdef Kernel k
-    cdef Py_ssize_t n
-
-    @staticmethod
-    cdef _LingerSet of(Kernel k):
-        # The kernel's own list of components holds it while any socket
-        # lingers (no registry of our own: nothing outlives the kernel).
-        cdef _LingerSet ls
-        for c in k._components:
-            if type(c) is _LingerSet:
-                return <_LingerSet>c
-        ls = _LingerSet.__new__(_LingerSet)
-        ls.k = k
-        return ls
-
-    cdef int add(self) except -1:
-        self.n += 1
-        if self.n == 1:
-            self.k.register_component(self)
-        return 0
-
-    cdef int remove(self) except -1:
-        self.n -= 1
-        if self.n == 0:
-            self.k.unregister_component(self)
-        return 0
-
-    def shutdown(self):
-        pass        # lingering sockets end on their own (EOF or deadline)
 
 
 # ReadWrite.put as a METH_FASTCALL method: ``def put(self, *records)``
 # compiles to a METH_VARARGS function that the interpreter calls through a
 # freshly built argument tuple (two, with binding=True: one with self and a
 # slice without it).  put() of one record -- the echo / request-response
-# case -- goes straight to c_put1 with no tuple at all.
-cdef extern from "includes/fastput.h":
-    ctypedef object (*cp_put_fn)(object, object)
-    cp_put_fn cp_rw_put1_impl
-    cp_put_fn cp_rw_putn_impl
-    int cp_install_put(object type) except -1
-    Py_ssize_t cp_list_clear_keep(list l)
-
-
+# case -- goes straight to c_put1 with no tuple at all (includes/fastput.h).
 cdef object _rw_put1(object rw, object record):
     return (<ReadWrite>rw).c_put1(record) == 1
 
@@ -1272,24 +1189,8 @@ cdef int _drop_output(ReadWrite rw) except -1:
     if rw._obuf is not None:
         rw._obuf.clear()
         rw._obuf.shrink(0)
-    if rw._flags & F_TLS:
-        (<_TLSState>rw._x.tls).raw.clear()
-        (<_TLSState>rw._x.tls).raw.shrink(0)
+    if rw._flags & F_DRIVER:
+        rw._drv.drop_pending()
     rw._out_msgs = 0
     return 0
 
-
-cdef object _sockname(int fd, bint peer):
-    cdef sockaddr_storage ss
-    cdef socklen_t sl = sizeof(sockaddr_storage)
-    cdef int rc
-    if fd < 0:
-        return None
-    memset(&ss, 0, sizeof(ss))
-    if peer:
-        rc = getpeername(fd, <sockaddr*>&ss, &sl)
-    else:
-        rc = getsockname(fd, <sockaddr*>&ss, &sl)
-    if rc < 0:
-        return None
-    return sockaddr_to_py(&ss, sl)
