@@ -106,25 +106,25 @@ cdef inline bint _timer_lt(Timer a, Timer b):
     return a.when < b.when or (a.when == b.when and a.seq < b.seq)
 
 
-cdef void _heap_push(list heap, Timer t):
+cdef void _timer_queue_push(list queue, Timer t):
     cdef Py_ssize_t i, parent
     cdef Timer p
-    heap.append(t)
-    i = len(heap) - 1
+    queue.append(t)
+    i = len(queue) - 1
     while i > 0:
         parent = (i - 1) >> 1
-        p = <Timer>heap[parent]
+        p = <Timer>queue[parent]
         if not _timer_lt(t, p):
             break
-        heap[i] = p
+        queue[i] = p
         i = parent
-    heap[i] = t
+    queue[i] = t
 
 
-cdef Timer _heap_pop(list heap):
-    cdef Py_ssize_t n = len(heap), i, child
-    cdef Timer top = <Timer>heap[0]
-    cdef Timer last = <Timer>heap.pop()
+cdef Timer _timer_queue_pop(list queue):
+    cdef Py_ssize_t n = len(queue), i, child
+    cdef Timer top = <Timer>queue[0]
+    cdef Timer last = <Timer>queue.pop()
     cdef Timer c
     n -= 1
     if n == 0:
@@ -134,23 +134,23 @@ cdef Timer _heap_pop(list heap):
         child = 2 * i + 1
         if child >= n:
             break
-        if child + 1 < n and _timer_lt(<Timer>heap[child + 1], <Timer>heap[child]):
+        if child + 1 < n and _timer_lt(<Timer>queue[child + 1], <Timer>queue[child]):
             child += 1
-        c = <Timer>heap[child]
+        c = <Timer>queue[child]
         if not _timer_lt(c, last):
             break
-        heap[i] = c
+        queue[i] = c
         i = child
-    heap[i] = last
+    queue[i] = last
     return top
 
 
-cdef void _heapify(list heap):
+cdef void _timer_queue_reorder(list queue):
     # Rebuild by re-pushing: only used for compaction after many cancels.
-    cdef list items = heap[:]
-    del heap[:]
+    cdef list items = queue[:]
+    del queue[:]
     for t in items:
-        _heap_push(heap, <Timer>t)
+        _timer_queue_push(queue, <Timer>t)
 
 
 cdef class Handler:
@@ -291,7 +291,7 @@ cdef class Kernel:
         if cp_poller_enable_precise(<cp_poller*>self._poller, how) < 0:
             raise OSError(errno, os.strerror(errno))
         self._last_timeout_ns = -1
-        self._heap = []
+        self._timer_queue = []
         self._seq = 0
         self.n_timers = 0
         self._n_cancelled = 0
@@ -485,7 +485,7 @@ cdef class Kernel:
         t.queued = True
         if keepalive:
             self.n_timers += 1
-        _heap_push(self._heap, t)
+        _timer_queue_push(self._timer_queue, t)
         if self._poke_on_queue:
             self._queued()
         return t
@@ -502,8 +502,8 @@ cdef class Kernel:
             self.n_timers -= 1
         if t.queued:
             self._n_cancelled += 1
-            if self._n_cancelled > 1024 and self._n_cancelled * 2 > len(self._heap):
-                self._compact_heap()
+            if self._n_cancelled > 1024 and self._n_cancelled * 2 > len(self._timer_queue):
+                self._compact_timer_queue()
         s = t.session
         if s is not None:
             t.session = None
@@ -511,15 +511,15 @@ cdef class Kernel:
             s._release()
         return 0
 
-    cdef int _compact_heap(self) except -1:
+    cdef int _compact_timer_queue(self) except -1:
         cdef list live = []
-        for t in self._heap:
+        for t in self._timer_queue:
             if (<Timer>t).callback is not None:
                 live.append(t)
             else:
                 (<Timer>t).queued = False
-        self._heap = live
-        _heapify(self._heap)
+        self._timer_queue = live
+        _timer_queue_reorder(self._timer_queue)
         self._n_cancelled = 0
         return 0
 
@@ -605,7 +605,7 @@ cdef class Kernel:
         cdef Timer t
         cdef double now, wait
         cdef Py_ssize_t end, k
-        cdef list heap = self._heap
+        cdef list timers = self._timer_queue
         cdef list due
         cdef object entry, target
 
@@ -616,11 +616,11 @@ cdef class Kernel:
                 or self._stopping):
             timeout = 0.0
         else:
-            while heap and (<Timer>heap[0]).callback is None:
-                (<Timer>_heap_pop(heap)).queued = False
+            while timers and (<Timer>timers[0]).callback is None:
+                (<Timer>_timer_queue_pop(timers)).queued = False
                 self._n_cancelled -= 1
-            if heap:
-                wait = (<Timer>heap[0]).when - self.now()
+            if timers:
+                wait = (<Timer>timers[0]).when - self.now()
                 if wait < 0.0:
                     wait = 0.0
                 if timeout < 0.0 or wait < timeout:
@@ -673,12 +673,12 @@ cdef class Kernel:
             self._deliver_signals()
 
         # 4. timers that are due
-        if heap:
+        if timers:
             now = self.now()
-            if (<Timer>heap[0]).when <= now:
+            if (<Timer>timers[0]).when <= now:
                 due = []
-                while heap and (<Timer>heap[0]).when <= now:
-                    t = _heap_pop(heap)
+                while timers and (<Timer>timers[0]).when <= now:
+                    t = _timer_queue_pop(timers)
                     t.queued = False
                     if t.callback is None:
                         self._n_cancelled -= 1
@@ -863,15 +863,15 @@ cdef class Kernel:
         ``time()`` now if events, callbacks, writes or signals are queued,
         else the due time of the earliest pending timer (maybe past), or
         None when nothing is scheduled."""
-        cdef list heap = self._heap
+        cdef list timers = self._timer_queue
         if (self._ready_head < len(self._ready) or self._threadsafe or self._dirty
                 or self._pending_signals):
             return self.now()
-        while heap and (<Timer>heap[0]).callback is None:
-            (<Timer>_heap_pop(heap)).queued = False
+        while timers and (<Timer>timers[0]).callback is None:
+            (<Timer>_timer_queue_pop(timers)).queued = False
             self._n_cancelled -= 1
-        if heap:
-            return (<Timer>heap[0]).when
+        if timers:
+            return (<Timer>timers[0]).when
         return None
 
     @property
