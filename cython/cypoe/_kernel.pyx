@@ -992,6 +992,7 @@ cdef class Kernel:
             (<Session>session)._alias = name
 
     def alias_remove(self, name):
+        """Forget the alias ``name`` (nothing happens when it is unknown)."""
         obj = self._aliases.pop(name, None)
         if isinstance(obj, Session) and (<Session>obj)._alias == name:
             (<Session>obj)._alias = None
@@ -1071,6 +1072,7 @@ cdef class Kernel:
         self._exception_handler = handler
 
     def get_exception_handler(self):
+        """The handler set by ``set_exception_handler``, or None (the default)."""
         return self._exception_handler
 
     def register_component(self, component):
@@ -1085,6 +1087,9 @@ cdef class Kernel:
                 self.call_soon(component.shutdown, ())
 
     def unregister_component(self, component):
+        """Undo ``register_component``: the component no longer counts as
+        work for ``run()`` and is not shut down by a signal (nothing
+        happens when it is not registered)."""
         try:
             self._components.remove(component)
         except ValueError:
@@ -1324,6 +1329,7 @@ cdef class Session:
         self._retain()
 
     def release(self):
+        """Undo one ``retain()``: the session ends once nothing else keeps it alive."""
         self._release()
 
     def stop(self):

@@ -420,6 +420,7 @@ class Client:
 
     @property
     def connected(self) -> bool:
+        """True while the connection to the server is established."""
         link = self._link
         return link is not None and link.connected
 
@@ -430,6 +431,8 @@ class Client:
 
     @property
     def local_addr(self) -> Any:
+        """The local end of the connection (``getsockname()``), or None
+        while not connected."""
         link = self._link
         return link.local_addr if link is not None else None
 
@@ -487,6 +490,7 @@ class Client:
 
     @property
     def ended(self) -> bool:
+        """True once the client has ended: it will not connect again."""
         return self._ended
 
     def __repr__(self) -> str:

@@ -249,17 +249,22 @@ class Server:
 
     @property
     def connections(self) -> int:
+        """The number of connections open now."""
         return self._core.count
 
     @property
     def concurrency(self) -> int:
+        """The connection limit (-1: none); see ``set_concurrency``."""
         return self._core.concurrency
 
     @property
     def started(self) -> bool:
+        """True once the server listens (False when the bind failed)."""
         return self._bound
 
     def getsockname(self) -> Any:
+        """The listening socket's address (as ``socket.getsockname()``), or
+        None when the server does not listen."""
         return self._sockname
 
     def set_concurrency(self, n: int) -> None:

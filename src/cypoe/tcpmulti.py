@@ -327,9 +327,14 @@ class TCPMulti:
         return self._wake("post").post(event, *args)
 
     def call(self, event: str, *args: Any) -> Any:
+        """Deliver ``event`` to the session now and return what its handler
+        returns (an idle TCPMulti gets a new session first).  Raises
+        CypoeError once die() has been called."""
         return self._wake("call").call(event, *args)
 
     def delay(self, seconds: float, event: str, *args: Any) -> Timer:
+        """Deliver ``event`` to the session after ``seconds``; returns the
+        Timer.  Raises CypoeError once die() has been called."""
         return self._wake("delay").delay(seconds, event, *args)
 
     @property
@@ -339,6 +344,7 @@ class TCPMulti:
 
     @property
     def ended(self) -> bool:
+        """True once die() has finished and the session has ended."""
         return self._ended
 
     def __getitem__(self, conn_id: int) -> Conn:
