@@ -265,6 +265,7 @@ def _serve_workers(args, host, port, where, opts):
     # Each worker writes one line once it listens (its port, or "error
     # MESSAGE") and closes its pipe; it then serves until SIGTERM.
     reported = {}      # worker index -> its line
+    ended = 0          # workers whose pipe has ended: each has said what it will
     failures = []
 
     def on_line(worker, line):
@@ -272,13 +273,14 @@ def _serve_workers(args, host, port, where, opts):
             reported[worker.index] = line.decode("utf-8", "replace").strip()
 
     def on_end(worker):
-        nonlocal holder
-        line = reported.setdefault(worker.index, "")
+        nonlocal holder, ended
+        line = reported.get(worker.index, "")
         if line.startswith("error "):
             failures.append(line[len("error "):])
         elif not line.isdigit():
             failures.append("a worker exited before listening")
-        if len(reported) < args.workers:
+        ended += 1
+        if ended < args.workers:
             return
         if holder is not None:
             holder.close()

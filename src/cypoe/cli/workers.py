@@ -30,7 +30,6 @@ from __future__ import annotations
 import os
 import selectors
 import signal
-import sys
 import time
 
 from cypoe.cli import common
@@ -95,7 +94,7 @@ def _child(index, wfd, work, inherited_fds, old_term):
     code = EXIT_CRASHED
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        signal.signal(signal.SIGTERM, old_term)
+        signal.signal(signal.SIGTERM, old_term if old_term is not None else signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _FORWARDED)
         for fd in inherited_fds:
             os.close(fd)
@@ -110,10 +109,6 @@ def _child(index, wfd, work, inherited_fds, old_term):
         traceback.print_exc()
         code = EXIT_CRASHED
     finally:
-        try:
-            sys.stderr.flush()
-        except BaseException:  # noqa: BLE001
-            pass
         os._exit(code)
 
 
