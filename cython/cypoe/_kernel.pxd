@@ -66,8 +66,8 @@ cdef class Kernel:
     """Pending timers that keep run() from returning."""
     cdef Py_ssize_t _n_cancelled
     # Event queue: a list used as a FIFO with a moving head.
-    cdef list _ready
-    cdef Py_ssize_t _ready_head
+    cdef list _event_queue
+    cdef Py_ssize_t _event_head         # index of the next event to deliver
     cdef list _dirty
     # Sessions, aliases, components.
     cdef dict _sessions

@@ -295,8 +295,8 @@ cdef class Kernel:
         self._seq = 0
         self.n_timers = 0
         self._n_cancelled = 0
-        self._ready = []
-        self._ready_head = 0
+        self._event_queue = []
+        self._event_head = 0
         self._dirty = []
         self._sessions = {}
         self._aliases = {}
@@ -524,7 +524,7 @@ cdef class Kernel:
         return 0
 
     cdef int call_soon(self, object callback, tuple args) except -1:
-        self._ready.append((callback, None, args))
+        self._event_queue.append((callback, None, args))
         if self._poke_on_queue:
             self._queued()
         return 0
@@ -532,7 +532,7 @@ cdef class Kernel:
     cdef int enqueue_event(self, object target, str event, tuple args) except -1:
         if isinstance(target, Session):
             (<Session>target)._refs += 1
-        self._ready.append((target, event, args))
+        self._event_queue.append((target, event, args))
         if self._poke_on_queue:
             self._queued()
         return 0
@@ -572,7 +572,7 @@ cdef class Kernel:
 
     cdef bint _has_work(self):
         return (self.n_handlers > 0 or self.n_timers > 0 or len(self._components) > 0
-                or len(self._sessions) > 0 or self._ready_head < len(self._ready)
+                or len(self._sessions) > 0 or self._event_head < len(self._event_queue)
                 or len(self._threadsafe) > 0 or len(self._dirty) > 0
                 # a signal that arrived during the last callback is delivered
                 or len(self._pending_signals) > 0)
@@ -581,7 +581,7 @@ cdef class Kernel:
         cdef object dq = self._threadsafe
         while dq:
             cb, args = dq.popleft()
-            self._ready.append((cb, None, args))
+            self._event_queue.append((cb, None, args))
         return 0
 
     cdef int _run_once(self, double timeout) except -1:
@@ -612,7 +612,7 @@ cdef class Kernel:
         if self._threadsafe:
             self._drain_threadsafe()
         # How long may we sleep?
-        if (self._ready_head < len(self._ready) or self._dirty or self._pending_signals
+        if (self._event_head < len(self._event_queue) or self._dirty or self._pending_signals
                 or self._stopping):
             timeout = 0.0
         else:
@@ -695,8 +695,8 @@ cdef class Kernel:
         # 5. events queued before this point, FIFO
         if self._threadsafe:
             self._drain_threadsafe()
-        end = len(self._ready)
-        if self._ready_head < end:
+        end = len(self._event_queue)
+        if self._event_head < end:
             self._deliver_events(end)
 
         # 6. coalesced writes
@@ -705,16 +705,16 @@ cdef class Kernel:
         return 0
 
     cdef int _deliver_events(self, Py_ssize_t end) except -1:
-        cdef list ready = self._ready
+        cdef list queue = self._event_queue
         cdef Py_ssize_t k
         cdef object entry, target, event
         cdef tuple args
         cdef Session s
-        while self._ready_head < end:
-            k = self._ready_head
-            entry = ready[k]
-            ready[k] = None
-            self._ready_head = k + 1
+        while self._event_head < end:
+            k = self._event_head
+            entry = queue[k]
+            queue[k] = None
+            self._event_head = k + 1
             target = (<tuple>entry)[0]
             event = (<tuple>entry)[1]
             args = <tuple>(<tuple>entry)[2]
@@ -737,12 +737,12 @@ cdef class Kernel:
                 self.report_exception(f"Exception in handler of event {event!r}"
                                       if event is not None else "Exception in a callback",
                                       exc, target)
-        if self._ready_head >= len(ready):
-            del ready[:]
-            self._ready_head = 0
-        elif self._ready_head > 4096 and self._ready_head * 2 > len(ready):
-            del ready[:self._ready_head]
-            self._ready_head = 0
+        if self._event_head >= len(queue):
+            del queue[:]
+            self._event_head = 0
+        elif self._event_head > 4096 and self._event_head * 2 > len(queue):
+            del queue[:self._event_head]
+            self._event_head = 0
         return 0
 
     cdef int _flush_dirty(self) except -1:
@@ -864,7 +864,7 @@ cdef class Kernel:
         else the due time of the earliest pending timer (maybe past), or
         None when nothing is scheduled."""
         cdef list timers = self._timer_queue
-        if (self._ready_head < len(self._ready) or self._threadsafe or self._dirty
+        if (self._event_head < len(self._event_queue) or self._threadsafe or self._dirty
                 or self._pending_signals):
             return self.now()
         while timers and (<Timer>timers[0]).callback is None:
@@ -1226,7 +1226,7 @@ cdef class Session:
         # after the constructor are delivered.  Queued before _start, so a
         # _start that raises still leaves the session to be collected.
         self._refs = 1
-        k._ready.append((self, _GC_CHECK, ()))
+        k._event_queue.append((self, _GC_CHECK, ()))
         self._dispatch("_start", tuple(args))
 
     @property
