@@ -27,6 +27,19 @@ cdef class FilterBase:
     cdef bint has_pending(self) noexcept
 
 
+# The output side of the filters whose records are the bytes themselves
+# (Stream; the response framings RedisReply and HTTPResponse): put_into()
+# and put_one() append each record (bytes-like) as it is.  Inline, so that
+# sharing them costs the put fast path nothing.
+cdef inline Py_ssize_t put_records_as_is(tuple records, ByteBuffer out) except -1:
+    for r in records:
+        out.append_object(r)
+    return len(records)
+
+cdef inline int put_record_as_is(object record, ByteBuffer out) except -1:
+    return out.append_object(record)
+
+
 # ---------------------------------------------------------------------------
 # The built-in filters (added by the filters work; the I/O layer may cimport
 # them to recognise a built-in filter, but only needs FilterBase's methods).

@@ -1004,12 +1004,10 @@ cdef class Stream(FilterBase):
         return 0
 
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1:
-        for r in records:
-            out.append_object(r)
-        return len(records)
+        return put_records_as_is(records, out)
 
     cdef int put_one(self, object record, ByteBuffer out) except -1:
-        return out.append_object(record)
+        return put_record_as_is(record, out)
 
     def get(self, chunks):
         """Everything that arrived (with anything buffered before) as one

@@ -20,7 +20,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 
 from cypoe._buffer cimport ByteBuffer
-from cypoe._filters cimport FilterBase
+from cypoe._filters cimport FilterBase, put_records_as_is, put_record_as_is
 from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_RESPONSE_PARSERS,
                                    cp_debug_counters)
 
@@ -128,12 +128,10 @@ cdef class _Framer(FilterBase):
         return self._feed_limit(data, n, out, -1)
 
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1:
-        for r in records:
-            out.append_object(r)
-        return len(records)
+        return put_records_as_is(records, out)
 
     cdef int put_one(self, object record, ByteBuffer out) except -1:
-        return out.append_object(record)
+        return put_record_as_is(record, out)
 
     # -- POE's filter interface -------------------------------------------------
 
