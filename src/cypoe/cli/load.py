@@ -9,7 +9,8 @@ request's latency is measured from its intended send time, not from when a
 busy connection got round to sending it, so a stalled server shows up in the
 percentiles instead of being hidden (coordinated omission).
 
-The network part is in :mod:`cypoe.cli.load_engine`; this module parses,
+The engines are in :mod:`cypoe.cli.load_compiled` and
+:mod:`cypoe.cli.load_tcpmulti` (and :mod:`cypoe.cli.load_script`); this module parses,
 starts the processes, merges their HDR histograms and reports.
 """
 import argparse
@@ -280,15 +281,15 @@ class LiveLine:
 
 
 def _engine(args):
-    """The engine module for this run: load_fast (compiled) or load_engine."""
-    from cypoe.cli import load_fast
+    """The engine module for this run: load_compiled or load_tcpmulti."""
+    from cypoe.cli import load_compiled
     if args.engine == "tcpmulti":
-        from cypoe.cli import load_engine
-        return load_engine
-    if args.engine == "compiled" or load_fast.available():
-        return load_fast
-    from cypoe.cli import load_engine
-    return load_engine
+        from cypoe.cli import load_tcpmulti
+        return load_tcpmulti
+    if args.engine == "compiled" or load_compiled.available():
+        return load_compiled
+    from cypoe.cli import load_tcpmulti
+    return load_tcpmulti
 
 
 def _optional(module, name, flag):
@@ -424,9 +425,9 @@ def run(args):
     human = sys.stderr if args.json == "-" else sys.stdout
     server = None
     if target is None:
-        from cypoe.cli import load_engine
+        from cypoe.cli import serve_engine
         try:
-            server = load_engine.EmbeddedServer("line" if expect == "line" else "stream")
+            server = serve_engine.EmbeddedServer("line" if expect == "line" else "stream")
         except (OSError, RuntimeError) as exc:
             common.err(prog, f"cannot start the built-in echo server: {exc}")
             return 1
@@ -474,7 +475,7 @@ def run(args):
         messages=len(messages), interrupted=interrupted, in_flight=in_flight, failed=failed,
         status_classes=dict(getattr(stats, "status_classes", None) or {}),
         limits=limits, engine="tcpmulti" if engine is None or engine.__name__.endswith(
-            "load_engine") else "compiled", **extra)
+            "load_tcpmulti") else "compiled", **extra)
     text = report.format_report(summary)
     if in_flight and "in flight" not in text:
         text += f"\n  in flight    {in_flight} (at the interrupt; not errors)"
@@ -544,11 +545,11 @@ def run_workers(cfg, workers, live, engine=None):
     per-second snapshots, then the totals; histograms in HdrHistogram's
     compressed form, merged by hdrh).  The first Ctrl-C (or SIGTERM) stops
     the workers, which report what was in flight; a second kills them."""
-    from cypoe.cli import load_fast
+    from cypoe.cli import load_compiled
     from cypoe.cli.workers import WorkerPool
     if engine is None:
-        from cypoe.cli import load_engine as engine
-    total = load_fast.new_stats()
+        from cypoe.cli import load_tcpmulti as engine
+    total = load_compiled.new_stats()
     done = set()
     interrupted = False
 
@@ -558,7 +559,7 @@ def run_workers(cfg, workers, live, engine=None):
         if msg["type"] == "tick":
             live.add(msg, worker.pid)
         elif msg["type"] == "done":
-            load_fast.merge_into(total, load_fast.stats_from_msg(msg["stats"]))
+            load_compiled.merge_into(total, load_compiled.stats_from_msg(msg["stats"]))
             interrupted = interrupted or msg.get("interrupted", False)
             done.add(worker.index)
 

@@ -446,7 +446,7 @@ def run_script(cfg, live):
 
 def script_worker_main(cfg, wfd):
     """A worker process running the scenario: JSON lines on `wfd` as
-    load_engine.worker_main writes them (ticks, then ``done``)."""
+    load_tcpmulti.worker_main writes them (ticks, then ``done``)."""
     def run(tick):
         r = ScriptRun(cfg, _scenario_of(cfg), tick=tick)
         return r.run(), r.interrupted

@@ -1,6 +1,8 @@
 """The network part of ``cypoe serve``: Server glue and worker processes."""
 import os
+import signal
 import socket
+import time
 import ssl as _ssl
 
 from cypoe.cli import common, protocols
@@ -306,3 +308,58 @@ def _serve_workers(args, host, port, where, opts):
         return 1
     return 1 if any(w.exit_code > 0 or w.died for w in pool.workers) else 0
 
+
+class EmbeddedServer:
+    """``cypoe serve echo`` in a child process on 127.0.0.1, port 0 (``cypoe
+    load`` without a target); the child writes its port to a pipe."""
+
+    def __init__(self, filter_kind="stream", protocol="echo", timeout=10.0):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                os.close(r)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (SIGTERM)
+                code = serve_forever(protocol, "127.0.0.1", 0, filter_kind,
+                                     ready_fd=w, quiet=True, ignore_sigint=True)
+            except BaseException:  # noqa: BLE001
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid = pid
+        try:
+            self.port = _read_port(r, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(r)
+
+    def stop(self, timeout=5.0):
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        common.reap([pid], timeout, signal.SIGTERM)
+
+
+def _read_port(fd, timeout):
+    import select
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError("the server did not report its port in time")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 64)
+            if not chunk:
+                raise RuntimeError("the server exited before listening")
+            buf += chunk
+    text = buf.split(b"\n", 1)[0].decode()
+    if not text.isdigit():
+        raise RuntimeError(f"the server failed: {text}")
+    return int(text)
