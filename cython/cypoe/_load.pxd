@@ -17,10 +17,10 @@ cdef class Hist:
     cdef readonly int64_t lowest, highest
     cdef readonly int64_t total, min_value, max_value
     cdef Py_ssize_t lo_idx, hi_idx      # range of non-zero counts
-    cdef void _clear_totals(self) noexcept
-    cdef Py_ssize_t index_of(self, int64_t v) noexcept
-    cdef void record(self, int64_t v) noexcept
-    cdef void record_seconds(self, double dt) noexcept
+    cdef inline void _clear_totals(self) noexcept
+    cdef inline Py_ssize_t index_of(self, int64_t v) noexcept
+    cdef inline void record(self, int64_t v) noexcept
+    cdef inline void record_seconds(self, double dt) noexcept
 
 cdef class LoadEngine
 
@@ -63,10 +63,10 @@ cdef class LoadConn(Handler):
     cdef int _eof(self) except -1
     cdef int _closed_by_peer(self) except -1
     cdef void _fail_in_flight(self, str kind)
-    cdef int _queue(self, double intended) except -1
+    cdef inline int _queue(self, double intended) except -1
     cdef int _refill(self) except -1
     cdef int _send(self) except -1
-    cdef int _complete(self, double now, int outcome) except -1
+    cdef inline int _complete(self, double now, int outcome) except -1
     cdef int _input(self, const char* data, Py_ssize_t n, double now) except -1
     cdef int _http_done(self, double now) except -1
     cdef int _protocol_error(self, str text) except -1
