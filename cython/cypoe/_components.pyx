@@ -980,9 +980,12 @@ cdef class Conn(ComponentConnection):
         self.c_set_output_filter(f)
 
     def input_filter(self, f):
+        """Use ``f`` for this connection's input from now on (buffered,
+        unparsed input moves to it)."""
         self.c_set_input_filter(f)
 
     def output_filter(self, f):
+        """Use ``f`` for what this connection's ``put`` sends from now on."""
         self.c_set_output_filter(f)
 
     def timeout(self, seconds=None):

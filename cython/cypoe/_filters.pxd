@@ -18,6 +18,7 @@
 # path); the result must be exactly put_into((record,), out)'s.
 
 from cypoe._buffer cimport ByteBuffer
+from cpython.tuple cimport PyTuple_GET_ITEM, PyTuple_GET_SIZE
 
 cdef class FilterBase:
     cdef int feed(self, const char* data, Py_ssize_t n, list out) except -1
@@ -25,6 +26,21 @@ cdef class FilterBase:
     cdef int put_one(self, object record, ByteBuffer out) except -1
     # True when unparsed input is buffered.
     cdef bint has_pending(self) noexcept
+
+
+# The output side of the filters whose records are the bytes themselves
+# (Stream; the response framings RedisReply and HTTPResponse): put_into()
+# and put_one() append each record (bytes-like) as it is.  Inline, so that
+# sharing them costs the put fast path nothing.
+cdef inline Py_ssize_t put_records_as_is(tuple records, ByteBuffer out) except -1:
+    # Indexed, not iterated: no iterator object per put.
+    cdef Py_ssize_t i
+    for i in range(PyTuple_GET_SIZE(records)):
+        out.append_object(<object>PyTuple_GET_ITEM(records, i))
+    return PyTuple_GET_SIZE(records)
+
+cdef inline int put_record_as_is(object record, ByteBuffer out) except -1:
+    return out.append_object(record)
 
 
 # ---------------------------------------------------------------------------

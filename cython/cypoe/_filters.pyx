@@ -280,6 +280,7 @@ cdef class Line(_Framing):
         self.plain = self.encoding is None and decoder is None
 
     def clone(self):
+        """A new Line with the same settings and nothing buffered."""
         cdef Line new
         if type(self) is not Line:
             # A subclass's own __init__ may hold state: construct it anew.
@@ -716,6 +717,7 @@ cdef class Block(_Framing):
         return self.bsize if self.codec_kind == CODEC_FIXED else None
 
     def clone(self):
+        """A new Block with the same settings and nothing buffered."""
         return type(self)(**self.kwargs)
 
     # -- C face ---------------------------------------------------------------
@@ -1009,6 +1011,7 @@ cdef class Stream(FilterBase):
         self.buf.clear()
 
     def clone(self):
+        """A new Stream, nothing buffered."""
         return type(self)()
 
     cdef bint has_pending(self) noexcept:
@@ -1026,15 +1029,14 @@ cdef class Stream(FilterBase):
         return 0
 
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1:
-        cdef Py_ssize_t i
-        for i in range(PyTuple_GET_SIZE(records)):
-            out.append_object(<object>PyTuple_GET_ITEM(records, i))
-        return PyTuple_GET_SIZE(records)
+        return put_records_as_is(records, out)
 
     cdef int put_one(self, object record, ByteBuffer out) except -1:
-        return out.append_object(record)
+        return put_record_as_is(record, out)
 
     def get(self, chunks):
+        """Everything that arrived (with anything buffered before) as one
+        record: a list of one bytes object, or [] when there is nothing."""
         cdef list cl = _chunk_list(chunks)
         cdef list out = []
         if self.buf.length() == 0 and len(cl) == 1:
@@ -1049,13 +1051,16 @@ cdef class Stream(FilterBase):
         return out
 
     def get_one_start(self, chunks):
+        """Buffer chunks without returning them."""
         for c in _chunk_list(chunks):
             self.buf.append_object(c)
 
     def get_one(self):
+        """What is buffered, as one record (as ``get([])``)."""
         return self.get([])
 
     def get_pending(self):
+        """A copy of the buffered input, or None."""
         return self.buf.to_bytes() if self.buf.length() > 0 else None
 
     @property
@@ -1064,4 +1069,5 @@ cdef class Stream(FilterBase):
         return self.buf.cap
 
     def put(self, records):
+        """The records as they are: bytes pass through unchanged."""
         return list(records)

@@ -20,11 +20,19 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from cpython.buffer cimport PyObject_GetBuffer, PyBuffer_Release, PyBUF_SIMPLE
 
 from cypoe._buffer cimport ByteBuffer
-from cypoe._filters cimport FilterBase
+from cypoe._filters cimport FilterBase, put_records_as_is, put_record_as_is
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_RESPONSE_PARSERS,
+                                   cp_debug_counters)
 
 from cypoe.errors import FrameError, FrameTooLong
 
 include "_framing_parsers.pxi"
+
+
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
 
 cdef Py_ssize_t DEFAULT_MAX_LENGTH = 64 * 1024 * 1024
 
@@ -38,15 +46,13 @@ cdef list _chunks(object chunks):
 cdef class _Framer(FilterBase):
     """Shared by the framing filters: the current frame's bytes, the input
     left after an error, and POE's filter interface (internal)."""
-    cdef ByteBuffer frame         # bytes of the frame under way
-    cdef ByteBuffer rest          # unparsed input (after an error)
-    cdef readonly Py_ssize_t max_length
-    cdef bint discarding          # skipping a frame over max_length
-    cdef bint pending_one         # get_one_start() input not parsed yet
-
     def __cinit__(self, *args, **kwargs):
         self.frame = ByteBuffer()
         self.rest = ByteBuffer()
+        CP_DBG_INC(CP_DBG_RESPONSE_PARSERS)
+
+    def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_RESPONSE_PARSERS)
 
     cdef Py_ssize_t _step(self, const char* p, Py_ssize_t n, int* status) except -2:
         raise NotImplementedError
@@ -122,12 +128,10 @@ cdef class _Framer(FilterBase):
         return self._feed_limit(data, n, out, -1)
 
     cdef Py_ssize_t put_into(self, tuple records, ByteBuffer out) except -1:
-        for r in records:
-            out.append_object(r)
-        return len(records)
+        return put_records_as_is(records, out)
 
     cdef int put_one(self, object record, ByteBuffer out) except -1:
-        return out.append_object(record)
+        return put_record_as_is(record, out)
 
     # -- POE's filter interface -------------------------------------------------
 
@@ -190,8 +194,6 @@ cdef class RedisReply(_Framer):
     """RedisReply(*, max_length=64 MiB): RESP replies (``+ - : $ *``,
     nested arrays, null bulk ``$-1``, null array ``*-1``), each delivered
     as its raw bytes.  ``is_error(record)`` tells an error reply (``-``)."""
-    cdef RespParser p
-
     def __init__(self, *, max_length=DEFAULT_MAX_LENGTH):
         if max_length < 1:
             raise ValueError("max_length must be >= 1")
@@ -201,10 +203,12 @@ cdef class RedisReply(_Framer):
         self.rest.clear()
 
     def clone(self):
+        """A new RedisReply with the same ``max_length``, nothing buffered."""
         return type(self)(max_length=self.max_length)
 
     @staticmethod
     def is_error(record):
+        """True when ``record`` is an error reply (it starts with ``-``)."""
         return bool(record) and record[:1] == b"-"
 
     cdef Py_ssize_t _step(self, const char* p, Py_ssize_t n, int* status) except -2:
@@ -227,8 +231,6 @@ cdef class HTTPResponse(_Framer):
     body.  A response framed by the end of the connection is returned by
     :meth:`get_eof`.  ``cypoe.filters.parse_response`` splits a record into
     (status, headers, body)."""
-    cdef HttpParser* p
-
     def __cinit__(self, *args, **kwargs):
         self.p = <HttpParser*>PyMem_Malloc(sizeof(HttpParser))
         if self.p == NULL:
@@ -250,6 +252,7 @@ cdef class HTTPResponse(_Framer):
         self.rest.clear()
 
     def clone(self):
+        """A new HTTPResponse with the same settings, nothing buffered."""
         return type(self)(max_length=self.max_length, head=self.p.no_body)
 
     def get_eof(self):

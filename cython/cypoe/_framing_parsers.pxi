@@ -17,22 +17,15 @@
 # state's last_* fields), or all n bytes (FR_MORE), or stops at the byte
 # that is malformed (FR_ERROR; state.err names the fault; the parser must be
 # reset before it is used again).
+#
+# The parsers' state structs, their status codes (FR_*) and bounds are
+# declared in _framing.pxd, for the modules that cimport them.
 
 from libc.stdint cimport int64_t
 from libc.string cimport memchr, memcpy
 from libc.stdlib cimport malloc, free
 
-cdef enum:
-    FR_MORE = 0
-    FR_DONE = 1
-    FR_ERROR = -1
-
-# Bounds (malformed or hostile input gives an error, never unbounded work).
-cdef enum:
-    RESP_MAX_DEPTH = 32            # nested arrays
-    RESP_MAX_DIGITS = 18           # a number's digits (< 10**18)
-    HTTP_MAX_LINE = 8192           # status line, header line, chunk-size line
-    HTTP_MAX_HEADERS = 128         # header fields (and trailer fields) per response
+from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_PARSER_LINES
 
 cdef int64_t RESP_MAX_LINE = 1 << 20          # a simple string or error reply
 cdef int64_t RESP_MAX_BULK = 512 * 1024 * 1024  # redis's own proto-max-bulk-len
@@ -62,21 +55,6 @@ cdef enum:
     RERR_DEPTH = 6       # arrays nested too deep
     RERR_LINE = 7        # simple string too long
     RERR_BULK_END = 8    # bulk data not followed by CRLF
-
-cdef struct RespParser:
-    int phase
-    int depth
-    int64_t left[RESP_MAX_DEPTH]
-    char kind
-    bint neg
-    int ndigits
-    int64_t num
-    int64_t line_len
-    int64_t bulk_left
-    bint top_error        # the frame being parsed is an error reply (-...)
-    bint last_error       # the last complete frame was an error reply
-    int err
-    int bad_byte
 
 
 cdef inline void resp_reset(RespParser* p) noexcept nogil:
@@ -302,30 +280,12 @@ cdef enum:
     HERR_EOF = 8          # the connection ended inside a response
     HERR_NOMEM = 9
 
-cdef struct HttpParser:
-    int phase
-    char* line            # a line split between inputs, or NULL
-    int line_len
-    bint in_frame         # some byte of a response has been seen
-    int status
-    bint http10
-    int nheaders
-    int64_t content_length
-    bint chunked
-    bint te               # a Transfer-Encoding field was seen
-    bint close
-    bint keep_alive
-    int64_t left
-    bint no_body          # responses to HEAD
-    int last_status
-    bint last_close
-    int err
-
 
 cdef inline void _http_drop_line(HttpParser* p) noexcept nogil:
     if p.line != NULL:
         free(p.line)
         p.line = NULL
+        CP_DBG_DEC(CP_DBG_PARSER_LINES)
     p.line_len = 0
 
 
@@ -560,6 +520,7 @@ cdef inline Py_ssize_t http_feed(HttpParser* p, const char* data, Py_ssize_t n,
                     p.err = HERR_NOMEM
                     status[0] = FR_ERROR
                     return i
+                CP_DBG_INC(CP_DBG_PARSER_LINES)
             memcpy(p.line + p.line_len, data + i, take)
             p.line_len += take
             i += take

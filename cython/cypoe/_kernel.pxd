@@ -39,7 +39,7 @@ cdef class Timer:
     cdef Kernel kernel
     cdef Session session             # owner kept alive by this timer, or None
     cdef bint keepalive              # counts as work for run()
-    cdef bint queued                 # still in the kernel's heap
+    cdef bint queued                 # still in the kernel's timer queue
     cdef bint counted                # counted as pending (debug build's counters)
     cdef int _fire(self) except -1
 
@@ -59,15 +59,15 @@ cdef class Kernel:
     cdef readonly int n_handlers      # registered handlers that keep run() alive
     """Registered fd watchers that keep run() from returning."""
     cdef int _n_internal            # registered handlers that do not (wakeup fd)
-    # Timers: binary heap ordered by (when, seq), lazy cancellation.
-    cdef list _heap
+    # Timers: the timer queue, a list in binary-heap order by (when, seq); lazy cancellation.
+    cdef list _timer_queue
     cdef uint64_t _seq
     cdef readonly Py_ssize_t n_timers      # active timers with keepalive
     """Pending timers that keep run() from returning."""
     cdef Py_ssize_t _n_cancelled
     # Event queue: a list used as a FIFO with a moving head.
-    cdef list _ready
-    cdef Py_ssize_t _ready_head
+    cdef list _event_queue
+    cdef Py_ssize_t _event_head         # index of the next event to deliver
     cdef list _dirty
     # Sessions, aliases, components.
     cdef dict _sessions
@@ -120,7 +120,7 @@ cdef class Kernel:
     cdef bint _poked
     cdef void _queued(self) noexcept
     cdef int _ensure_fd(self, int fd) except -1
-    cdef int _compact_heap(self) except -1
+    cdef int _compact_timer_queue(self) except -1
     cdef bint _has_work(self)
     cdef int _drain_threadsafe(self) except -1
     cdef int _deliver_events(self, Py_ssize_t end) except -1

@@ -106,7 +106,7 @@ cdef str _signal_name(object sig):
         raise ValueError(f"signame: unknown signal {sig!r}") from None
 
 
-# -- the kernel's own lists (timer heap, event queue, dirty handlers) -------
+# -- the kernel's own lists (timer queue, event queue, dirty handlers) -------
 # Indexes are always in range and the lists are never None, so these replace
 # Cython's generic item assignment, pop and slice deletion (a slice object
 # per `del l[:k]`) with struct access; the lists keep their item arrays.
@@ -152,25 +152,25 @@ cdef inline bint _timer_lt(Timer a, Timer b) noexcept:
     return a.when < b.when or (a.when == b.when and a.seq < b.seq)
 
 
-cdef void _heap_push(list heap, Timer t):
+cdef void _timer_queue_push(list queue, Timer t):
     cdef Py_ssize_t i, parent
     cdef Timer p
-    heap.append(t)
-    i = len(heap) - 1
+    queue.append(t)
+    i = len(queue) - 1
     while i > 0:
         parent = (i - 1) >> 1
-        p = <Timer>heap[parent]
+        p = <Timer>queue[parent]
         if not _timer_lt(t, p):
             break
-        _list_set(heap, i, p)
+        _list_set(queue, i, p)
         i = parent
-    _list_set(heap, i, t)
+    _list_set(queue, i, t)
 
 
-cdef Timer _heap_pop(list heap):
-    cdef Py_ssize_t n = len(heap), i, child
-    cdef Timer top = <Timer>heap[0]
-    cdef Timer last = <Timer>_list_pop_last(heap)
+cdef Timer _timer_queue_pop(list queue):
+    cdef Py_ssize_t n = len(queue), i, child
+    cdef Timer top = <Timer>queue[0]
+    cdef Timer last = <Timer>_list_pop_last(queue)
     cdef Timer c
     n -= 1
     if n == 0:
@@ -180,23 +180,23 @@ cdef Timer _heap_pop(list heap):
         child = 2 * i + 1
         if child >= n:
             break
-        if child + 1 < n and _timer_lt(<Timer>heap[child + 1], <Timer>heap[child]):
+        if child + 1 < n and _timer_lt(<Timer>queue[child + 1], <Timer>queue[child]):
             child += 1
-        c = <Timer>heap[child]
+        c = <Timer>queue[child]
         if not _timer_lt(c, last):
             break
-        _list_set(heap, i, c)
+        _list_set(queue, i, c)
         i = child
-    _list_set(heap, i, last)
+    _list_set(queue, i, last)
     return top
 
 
-cdef void _heapify(list heap):
+cdef void _timer_queue_reorder(list queue):
     # Rebuild by re-pushing: only used for compaction after many cancels.
-    cdef list items = heap[:]
-    del heap[:]
+    cdef list items = queue[:]
+    del queue[:]
     for t in items:
-        _heap_push(heap, <Timer>t)
+        _timer_queue_push(queue, <Timer>t)
 
 
 cdef class Handler:
@@ -337,12 +337,12 @@ cdef class Kernel:
         if cp_poller_enable_precise(<cp_poller*>self._poller, how) < 0:
             raise OSError(errno, os.strerror(errno))
         self._last_timeout_ns = -1
-        self._heap = []
+        self._timer_queue = []
         self._seq = 0
         self.n_timers = 0
         self._n_cancelled = 0
-        self._ready = []
-        self._ready_head = 0
+        self._event_queue = []
+        self._event_head = 0
         self._dirty = []
         self._sessions = {}
         self._aliases = {}
@@ -531,7 +531,7 @@ cdef class Kernel:
         t.queued = True
         if keepalive:
             self.n_timers += 1
-        _heap_push(self._heap, t)
+        _timer_queue_push(self._timer_queue, t)
         if self._poke_on_queue:
             self._queued()
         return t
@@ -548,8 +548,8 @@ cdef class Kernel:
             self.n_timers -= 1
         if t.queued:
             self._n_cancelled += 1
-            if self._n_cancelled > 1024 and self._n_cancelled * 2 > len(self._heap):
-                self._compact_heap()
+            if self._n_cancelled > 1024 and self._n_cancelled * 2 > len(self._timer_queue):
+                self._compact_timer_queue()
         s = t.session
         if s is not None:
             t.session = None
@@ -557,20 +557,20 @@ cdef class Kernel:
             s._release()
         return 0
 
-    cdef int _compact_heap(self) except -1:
+    cdef int _compact_timer_queue(self) except -1:
         cdef list live = []
-        for t in self._heap:
+        for t in self._timer_queue:
             if (<Timer>t).callback is not None:
                 live.append(t)
             else:
                 (<Timer>t).queued = False
-        self._heap = live
-        _heapify(self._heap)
+        self._timer_queue = live
+        _timer_queue_reorder(self._timer_queue)
         self._n_cancelled = 0
         return 0
 
     cdef int call_soon(self, object callback, tuple args) except -1:
-        self._ready.append((callback, None, args))
+        self._event_queue.append((callback, None, args))
         if self._poke_on_queue:
             self._queued()
         return 0
@@ -578,7 +578,7 @@ cdef class Kernel:
     cdef int enqueue_event(self, object target, str event, tuple args) except -1:
         if isinstance(target, Session):
             (<Session>target)._refs += 1
-        self._ready.append((target, event, args))
+        self._event_queue.append((target, event, args))
         if self._poke_on_queue:
             self._queued()
         return 0
@@ -618,7 +618,7 @@ cdef class Kernel:
 
     cdef bint _has_work(self):
         return (self.n_handlers > 0 or self.n_timers > 0 or len(self._components) > 0
-                or len(self._sessions) > 0 or self._ready_head < len(self._ready)
+                or len(self._sessions) > 0 or self._event_head < len(self._event_queue)
                 or len(self._threadsafe) > 0 or len(self._dirty) > 0
                 # a signal that arrived during the last callback is delivered
                 or len(self._pending_signals) > 0)
@@ -627,7 +627,7 @@ cdef class Kernel:
         cdef object dq = self._threadsafe
         while dq:
             cb, args = dq.popleft()
-            self._ready.append((cb, None, args))
+            self._event_queue.append((cb, None, args))
         return 0
 
     cdef int _run_once(self, double timeout) except -1:
@@ -651,22 +651,22 @@ cdef class Kernel:
         cdef Timer t
         cdef double now, wait
         cdef Py_ssize_t end, k
-        cdef list heap = self._heap
+        cdef list timers = self._timer_queue
         cdef list due
         cdef object entry, target
 
         if self._threadsafe:
             self._drain_threadsafe()
         # How long may we sleep?
-        if (self._ready_head < len(self._ready) or self._dirty or self._pending_signals
+        if (self._event_head < len(self._event_queue) or self._dirty or self._pending_signals
                 or self._stopping):
             timeout = 0.0
         else:
-            while heap and (<Timer>heap[0]).callback is None:
-                (<Timer>_heap_pop(heap)).queued = False
+            while timers and (<Timer>timers[0]).callback is None:
+                (<Timer>_timer_queue_pop(timers)).queued = False
                 self._n_cancelled -= 1
-            if heap:
-                wait = (<Timer>heap[0]).when - self.now()
+            if timers:
+                wait = (<Timer>timers[0]).when - self.now()
                 if wait < 0.0:
                     wait = 0.0
                 if timeout < 0.0 or wait < timeout:
@@ -719,12 +719,12 @@ cdef class Kernel:
             self._deliver_signals()
 
         # 4. timers that are due
-        if heap:
+        if timers:
             now = self.now()
-            if (<Timer>heap[0]).when <= now:
+            if (<Timer>timers[0]).when <= now:
                 due = []
-                while heap and (<Timer>heap[0]).when <= now:
-                    t = _heap_pop(heap)
+                while timers and (<Timer>timers[0]).when <= now:
+                    t = _timer_queue_pop(timers)
                     t.queued = False
                     if t.callback is None:
                         self._n_cancelled -= 1
@@ -741,8 +741,8 @@ cdef class Kernel:
         # 5. events queued before this point, FIFO
         if self._threadsafe:
             self._drain_threadsafe()
-        end = len(self._ready)
-        if self._ready_head < end:
+        end = len(self._event_queue)
+        if self._event_head < end:
             self._deliver_events(end)
 
         # 6. coalesced writes
@@ -751,15 +751,15 @@ cdef class Kernel:
         return 0
 
     cdef int _deliver_events(self, Py_ssize_t end) except -1:
-        cdef list ready = self._ready
+        cdef list queue = self._event_queue
         cdef Py_ssize_t k
         cdef object entry, target, event
         cdef tuple args
         cdef Session s
-        while self._ready_head < end:
-            k = self._ready_head
-            entry = _list_take(ready, k)
-            self._ready_head = k + 1
+        while self._event_head < end:
+            k = self._event_head
+            entry = _list_take(queue, k)
+            self._event_head = k + 1
             target = (<tuple>entry)[0]
             event = (<tuple>entry)[1]
             args = <tuple>(<tuple>entry)[2]
@@ -782,12 +782,12 @@ cdef class Kernel:
                 self.report_exception(f"Exception in handler of event {event!r}"
                                       if event is not None else "Exception in a callback",
                                       exc, target)
-        if self._ready_head >= PyList_GET_SIZE(ready):
-            _list_drop_nones(ready, self._ready_head)
-            self._ready_head = 0
-        elif self._ready_head > 4096 and self._ready_head * 2 > PyList_GET_SIZE(ready):
-            _list_drop_nones(ready, self._ready_head)
-            self._ready_head = 0
+        if self._event_head >= PyList_GET_SIZE(queue):
+            _list_drop_nones(queue, self._event_head)
+            self._event_head = 0
+        elif self._event_head > 4096 and self._event_head * 2 > PyList_GET_SIZE(queue):
+            _list_drop_nones(queue, self._event_head)
+            self._event_head = 0
         return 0
 
     cdef int _flush_dirty(self) except -1:
@@ -914,15 +914,15 @@ cdef class Kernel:
         ``time()`` now if events, callbacks, writes or signals are queued,
         else the due time of the earliest pending timer (maybe past), or
         None when nothing is scheduled."""
-        cdef list heap = self._heap
-        if (self._ready_head < len(self._ready) or self._threadsafe or self._dirty
+        cdef list timers = self._timer_queue
+        if (self._event_head < len(self._event_queue) or self._threadsafe or self._dirty
                 or self._pending_signals):
             return self.now()
-        while heap and (<Timer>heap[0]).callback is None:
-            (<Timer>_heap_pop(heap)).queued = False
+        while timers and (<Timer>timers[0]).callback is None:
+            (<Timer>_timer_queue_pop(timers)).queued = False
             self._n_cancelled -= 1
-        if heap:
-            return (<Timer>heap[0]).when
+        if timers:
+            return (<Timer>timers[0]).when
         return None
 
     @property
@@ -1043,6 +1043,7 @@ cdef class Kernel:
             (<Session>session)._alias = name
 
     def alias_remove(self, name):
+        """Forget the alias ``name`` (nothing happens when it is unknown)."""
         obj = self._aliases.pop(name, None)
         if isinstance(obj, Session) and (<Session>obj)._alias == name:
             (<Session>obj)._alias = None
@@ -1122,6 +1123,7 @@ cdef class Kernel:
         self._exception_handler = handler
 
     def get_exception_handler(self):
+        """The handler set by ``set_exception_handler``, or None (the default)."""
         return self._exception_handler
 
     def register_component(self, component):
@@ -1136,6 +1138,9 @@ cdef class Kernel:
                 self.call_soon(component.shutdown, ())
 
     def unregister_component(self, component):
+        """Undo ``register_component``: the component no longer counts as
+        work for ``run()`` and is not shut down by a signal (nothing
+        happens when it is not registered)."""
         try:
             self._components.remove(component)
         except ValueError:
@@ -1272,7 +1277,7 @@ cdef class Session:
         # after the constructor are delivered.  Queued before _start, so a
         # _start that raises still leaves the session to be collected.
         self._refs = 1
-        k._ready.append((self, _GC_CHECK, ()))
+        k._event_queue.append((self, _GC_CHECK, ()))
         self._dispatch("_start", tuple(args))
 
     @property
@@ -1375,6 +1380,7 @@ cdef class Session:
         self._retain()
 
     def release(self):
+        """Undo one ``retain()``: the session ends once nothing else keeps it alive."""
         self._release()
 
     def stop(self):

@@ -42,6 +42,12 @@ import ctypes
 import errno as _errno
 import os
 
+from cypoe._framing cimport (RespParser, HttpParser, FR_MORE, FR_DONE, FR_ERROR,
+                             RESP_MAX_DEPTH, RESP_MAX_DIGITS, HTTP_MAX_LINE, HTTP_MAX_HEADERS)
+from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_LOAD_ENGINES,
+                                   CP_DBG_LOAD_CONNS, CP_DBG_LOAD_HISTOGRAMS,
+                                   CP_DBG_RESPONSE_PARSERS, cp_debug_counters)
+
 include "_framing_parsers.pxi"
 
 cdef extern from "<sys/socket.h>" nogil:
@@ -78,6 +84,12 @@ cdef double RECONNECT_DELAY = 0.1
 cdef double RECONNECT_MAX = 2.0
 cdef int SAMPLE_BYTES = 64
 
+def _debug_counters():
+    """This module's debug counters (a dict), or None in a release build:
+    see cypoe.debug_counters()."""
+    return cp_debug_counters()
+
+
 EXPECT_NAMES = {"echo": EXPECT_ECHO, "line": EXPECT_LINE, "any": EXPECT_ANY,
                 "redis": EXPECT_REDIS, "http": EXPECT_HTTP}
 
@@ -93,13 +105,6 @@ cdef class Hist:
     ``counts_len``) is taken from an ``hdrh`` histogram of the same range,
     so :meth:`add_to` can add the counts array into one directly.
     Values outside ``[lowest, highest]`` are clamped to the range."""
-    cdef int64_t* counts
-    cdef readonly Py_ssize_t counts_len
-    cdef int unit_mag, half_mag
-    cdef int64_t half, mask
-    cdef readonly int64_t lowest, highest
-    cdef readonly int64_t total, min_value, max_value
-    cdef Py_ssize_t lo_idx, hi_idx      # range of non-zero counts
 
     def __cinit__(self):
         self.counts = NULL
@@ -117,10 +122,13 @@ cdef class Hist:
         self.counts = <int64_t*>malloc(sizeof(int64_t) * self.counts_len)
         if self.counts == NULL:
             raise MemoryError()
+        CP_DBG_INC(CP_DBG_LOAD_HISTOGRAMS)
         memset(self.counts, 0, sizeof(int64_t) * self.counts_len)
         self._clear_totals()
 
     def __dealloc__(self):
+        if self.counts != NULL:
+            CP_DBG_DEC(CP_DBG_LOAD_HISTOGRAMS)
         free(self.counts)
 
     cdef inline void _clear_totals(self) noexcept:
@@ -212,30 +220,6 @@ cdef class Hist:
 
 @cython.final
 cdef class LoadConn(Handler):
-    cdef LoadEngine eng
-    cdef int idx
-    cdef int state
-    cdef int fails                   # consecutive failed connects
-    cdef double deadline             # connect deadline / reconnect time
-    # requests in flight, oldest first (a ring of `cap` = pipeline entries)
-    cdef double* t_int
-    cdef double* t_sent
-    cdef uint32_t* req
-    cdef int cap, head, count, unstamped
-    # output not sent yet
-    cdef char* obuf
-    cdef Py_ssize_t olen, ooff, ocap
-    cdef uint64_t next_msg
-    # open loop: requests due and not sent yet, the first one's intended time
-    cdef int64_t owed
-    cdef double owed_t
-    # response framing
-    cdef Py_ssize_t echo_off
-    cdef bint echo_bad
-    cdef bint got_any                # expect any: bytes since the last response
-    cdef RespParser* rp
-    cdef HttpParser* hp
-    cdef bint close_after            # Connection: close seen
 
     def __cinit__(self):
         self.t_int = NULL
@@ -246,6 +230,12 @@ cdef class LoadConn(Handler):
         self.hp = NULL
 
     def __dealloc__(self):
+        if self.t_int != NULL and self.t_sent != NULL and self.req != NULL:
+            CP_DBG_DEC(CP_DBG_LOAD_CONNS)
+        if self.rp != NULL:
+            CP_DBG_DEC(CP_DBG_RESPONSE_PARSERS)
+        if self.hp != NULL:
+            CP_DBG_DEC(CP_DBG_RESPONSE_PARSERS)
         free(self.t_int)
         free(self.t_sent)
         free(self.req)
@@ -264,14 +254,17 @@ cdef class LoadConn(Handler):
         self.req = <uint32_t*>malloc(sizeof(uint32_t) * self.cap)
         if self.t_int == NULL or self.t_sent == NULL or self.req == NULL:
             raise MemoryError()
+        CP_DBG_INC(CP_DBG_LOAD_CONNS)
         if eng.expect == EXPECT_REDIS:
             self.rp = <RespParser*>malloc(sizeof(RespParser))
             if self.rp == NULL:
                 raise MemoryError()
+            CP_DBG_INC(CP_DBG_RESPONSE_PARSERS)
         elif eng.expect == EXPECT_HTTP:
             self.hp = <HttpParser*>malloc(sizeof(HttpParser))
             if self.hp == NULL:
                 raise MemoryError()
+            CP_DBG_INC(CP_DBG_RESPONSE_PARSERS)
             http_init(self.hp)
         self.next_msg = <uint64_t>idx
         self._reset_framing()
@@ -697,49 +690,12 @@ cdef class LoadEngine:
     ``on_tick(engine)`` is called about once a second; ``on_done(engine)``
     once, at the end.
     """
-    cdef Kernel k
-    cdef str host
-    cdef int port, family
-    cdef list sources
-    cdef list conns
-    cdef readonly int nconns, pipeline, expect
-    cdef bint no_body
-    cdef char* msgs
-    cdef Py_ssize_t* msg_off
-    cdef Py_ssize_t* msg_len
-    cdef uint32_t nmsgs
-    cdef readonly double duration, timeout, rate, connect_rate
-    cdef double rate_interval, conn_interval
-    cdef readonly int64_t max_requests
-    # counters
-    cdef public int64_t requests, responses, failed, mismatches, error_replies
-    cdef public int64_t bytes_sent, bytes_received, unexpected, protocol_errors
-    cdef public int64_t connections_opened, connections_failed, reopened
-    cdef public int64_t in_flight
-    cdef int64_t status_counts[6]
-    cdef readonly int up, connecting, failed_for_good
-    cdef public dict errors
-    cdef readonly Hist hist, hist_raw
-    cdef public object protocol_error_text
-    cdef char sample[64]
-    cdef int sample_len
-    # time
-    cdef readonly double t0, t_end, t_stop, t_done
-    cdef uint64_t pace_k
-    cdef double pace_next
-    cdef int next_connect
-    cdef Timer pace_timer, house_timer, end_timer, grace_timer
-    cdef double next_tick
-    cdef readonly bint started, stopping, finished, interrupted
-    cdef readonly bint prepared, holding   # prepare(): connections open, nothing sent
-    cdef bint finish_queued
-    cdef object on_tick, on_done
-    cdef object _pace_cb, _house_cb, _end_cb, _grace_cb, _finish_cb
 
     def __cinit__(self):
         self.msgs = NULL
         self.msg_off = NULL
         self.msg_len = NULL
+        CP_DBG_INC(CP_DBG_LOAD_ENGINES)
 
     def __init__(self, Kernel kernel not None, str host, int port, messages, *,
                  int connections=16, int pipeline=1, str expect="echo", double rate=0.0,
@@ -805,6 +761,7 @@ cdef class LoadEngine:
         self._finish_cb = self._finish_py
 
     def __dealloc__(self):
+        CP_DBG_DEC(CP_DBG_LOAD_ENGINES)
         free(self.msgs)
         free(self.msg_off)
         free(self.msg_len)

@@ -1035,12 +1035,17 @@ cdef class ReadWrite(Handler):
         self.c_close()
 
     def pause_input(self):
+        """Stop reading: input waits in the socket (and the peer is held
+        back by TCP flow control) until ``resume_input()``."""
         self.c_pause_input()
 
     def resume_input(self):
+        """Read again after ``pause_input()``."""
         self.c_resume_input()
 
     def shutdown_input(self):
+        """Stop reading for good and shut the socket's read side down
+        (``shutdown(SHUT_RD)``); output goes on."""
         self.c_shutdown_input()
 
     def shutdown_output(self):
@@ -1054,18 +1059,26 @@ cdef class ReadWrite(Handler):
         self.c_set_input_filter(f)
 
     def set_input_filter(self, f):
+        """Use ``f`` for input from now on; input buffered and not yet
+        parsed by the old filter moves to it (within a batch, the records
+        after the current one go to ``f``)."""
         self.c_set_input_filter(f)
 
     def set_output_filter(self, f):
+        """Use ``f`` for what ``put`` sends from now on."""
         self.c_set_output_filter(f)
 
     def get_input_filter(self):
+        """The input filter."""
         return self._in_f
 
     def get_output_filter(self):
+        """The output filter."""
         return self._out_f
 
     def set_high_mark(self, n):
+        """Set the high watermark (bytes buffered for output): must be above
+        the low mark; ValueError when watermarks were not configured."""
         hi = _mark_value(n, "high_mark")
         if not (self._flags & F_MARKS):
             raise ValueError("high_mark: watermarks were not configured")
@@ -1074,6 +1087,8 @@ cdef class ReadWrite(Handler):
         self._high = hi
 
     def set_low_mark(self, n):
+        """Set the low watermark (bytes buffered for output): must be below
+        the high mark; ValueError when watermarks were not configured."""
         lo = _mark_value(n, "low_mark")
         if not (self._flags & F_MARKS):
             raise ValueError("low_mark: watermarks were not configured")
@@ -1115,6 +1130,7 @@ cdef class ReadWrite(Handler):
         return self._low if self._flags & F_MARKS else None
 
     def fileno(self):
+        """The connection's file descriptor."""
         return self.fd
 
     @property

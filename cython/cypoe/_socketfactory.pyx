@@ -356,6 +356,7 @@ cdef class SocketFactory(Handler):
             self._k.set_interest(self, 0)
 
     def resume_accept(self):
+        """Accept again after ``pause_accept()``."""
         self._paused = False
         if self._mode == SF_LISTEN and self.fd >= 0 and not self._backoff \
                 and not self._closed:

@@ -5,14 +5,16 @@ build_ext --inplace --force``) compiles counters into every module
 (cython/cypoe/includes/debug.h): kernels, registered fd watchers, timers,
 sessions, ReadWrites, SocketFactories, lingering sockets, TLS drivers,
 ByteBuffers and their memory blocks, component cores, scans, RESP
-counters.  A release build has none of that code, and
+counters, load engines with their connections' state arrays and
+histograms, response parsers (RedisReply, HTTPResponse, a load
+connection's) and their split-line buffers.  A release build has none of that code, and
 :func:`debug_counters` returns None.
 """
 import importlib
 
 # The compiled modules that keep counters (each its own table).
 _MODULES = ("_buffer", "_kernel", "_linger", "_readwrite", "_tls", "_socketfactory",
-            "_components", "_scan", "_resp")
+            "_components", "_scan", "_resp", "_framing", "_load")
 
 #: Counters that are gauges, not leaks: the buffer pool keeps up to 64 free
 #: blocks for reuse, and how many it holds depends on what ran before.

@@ -65,6 +65,8 @@ class AgentError(RuntimeError):
 
 
 def require_distributed():
+    """The ``distributed`` module; ClusterError (saying what to install)
+    when Dask distributed is not installed."""
     try:
         import distributed
     except ImportError:
@@ -413,6 +415,8 @@ class ScanRun:
 
     # the task of shard j covers shard plan.shard + j * plan.shards of plan.shards * shards
     def shard_args(self, j):
+        """Shard ``j`` of this run as ``(shards, shard, options)``: its place
+        in the whole scan and the ``cypoe scan`` options that run it alone."""
         total = self.plan.shards * self.shards
         index = self.plan.shard + j * self.plan.shards
         order = f"--seed {self.plan.seed}" if self.plan.seed is not None else "--sequential"
@@ -444,6 +448,8 @@ class ScanRun:
 
     @property
     def done_estimate(self):
+        """Probes done so far: the finished shards' and what the running
+        ones last reported."""
         return self.done_probes + sum(self.live_done.values())
 
     def __iter__(self):
@@ -614,6 +620,8 @@ class LoadRun:
                 "setup_timeout": self.setup_timeout}
 
     def run(self):
+        """Run the load on every agent and merge what they report; returns
+        ``(LoadStats, per_agent, interrupted)`` (see the class)."""
         from distributed import Event, Variable
         from cypoe.cli import report
         q = queue.Queue()
@@ -798,6 +806,8 @@ class LiveTotal:
         self.since = self.t0
 
     def add(self, snap, who, hist):
+        """Count one agent's second (``snap``: responses, errors,
+        connections; ``hist``: its latencies) into the current line."""
         self.responses += snap["responses"]
         self.errors += snap["errors"]
         self.conns[who] = snap["conns"]
@@ -805,6 +815,8 @@ class LiveTotal:
             self.hist.add(hist)
 
     def emit(self, running, agents_total):
+        """Write the live line of the second that ended (unless quiet) and
+        start the next."""
         now = time.monotonic()
         line = (self.report.format_live(now - self.t0, now - self.since, self.responses,
                                         self.hist, self.errors, sum(self.conns.values()))
@@ -859,6 +871,10 @@ def load(target, *, cluster=None, client=None, connections=16, duration=10.0, re
 
 
 def summarize(run, stats, agents_info, interrupted, *, per_agent=True, **extra):
+    """The JSON summary of a cluster load: ``cypoe load``'s (from the
+    merged ``stats``) with a ``cluster`` section (agents, workers per
+    agent, set-up time, start skew, agents lost) and, with
+    ``per_agent``, the ``agents`` list."""
     cfg = run.cfg
     host, port = cfg.host, cfg.port
     summary = stats.summary(

@@ -90,6 +90,11 @@ class Filter(abc.ABC):
         """A copy of the buffered, unparsed input, or None (not cleared)."""
 
     def get(self, chunks: Iterable[Any]) -> list[Any]:
+        """Feed chunks (a list); return every complete record, in order.
+
+        The default runs ``get_one_start(chunks)`` and then ``get_one()``
+        until it returns ``[]``; a :class:`~cypoe.errors.FilterError` raised
+        on the way carries the records framed before it in ``.records``."""
         self.get_one_start(chunks)
         out: list[Any] = []
         while True:
@@ -103,6 +108,10 @@ class Filter(abc.ABC):
             out.extend(records)
 
     def clone(self) -> Filter:
+        """A new filter with the same settings and an empty buffer.
+
+        The default calls the class again with the arguments this instance
+        was constructed with; override it when that is not right."""
         args, kwargs = self._filter_init_args
         return type(self)(*args, **kwargs)
 
@@ -142,6 +151,7 @@ class Stackable(Filter):
         return list(self._filters)
 
     def filter_types(self) -> list[type]:
+        """The classes of the stacked filters, first (closest to the bytes) first."""
         return [type(f) for f in self._filters]
 
     def push(self, *filters: Filter) -> None:
@@ -165,6 +175,7 @@ class Stackable(Filter):
         return self._filters.pop(0) if self._filters else None
 
     def clone(self) -> Stackable:
+        """A new stack of clones of the stacked filters (nothing buffered)."""
         return type(self)(filters=[f.clone() for f in self._filters])
 
     def get_one_start(self, chunks: Iterable[Any]) -> None:
@@ -190,6 +201,10 @@ class Stackable(Filter):
                 return records
 
     def get(self, chunks: Iterable[Any]) -> list[Any]:
+        """Pass chunks through every filter in turn; return the records the
+        last one completes.  A FilterError from any filter is raised once
+        the rest of the stack has run, with the records that made it
+        through in ``.records``."""
         records = self._queue + list(chunks)
         self._queue = []
         error = None
@@ -334,12 +349,17 @@ class JSONLines(Filter):
 
     @property
     def max_length(self) -> int:
+        """The longest line accepted, in bytes (read-only)."""
         return self._max_length
 
     def clone(self) -> JSONLines:
+        """A new JSONLines with the same ``max_length``, nothing buffered."""
         return type(self)(max_length=self._max_length)
 
     def get(self, chunks: Iterable[Any]) -> list[Any]:
+        """Feed chunks of bytes; return the decoded JSON value of every
+        complete line.  A line that is no JSON raises
+        :class:`~cypoe.errors.FrameError`."""
         return self._line.get(chunks)
 
     def get_one_start(self, chunks: Iterable[Any]) -> None:

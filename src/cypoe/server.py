@@ -206,14 +206,17 @@ class Server:
 
     @property
     def connections(self) -> int:
+        """The number of connections open now."""
         return self._core.count
 
     @property
     def concurrency(self) -> int:
+        """The connection limit (-1: none); see ``set_concurrency``."""
         return self._core.concurrency
 
     @property
     def started(self) -> bool:
+        """True once the server listens (False when the bind failed)."""
         return self._bound
 
     def getsockname(self) -> Any:

@@ -219,11 +219,14 @@ class TCPMulti:
         return self._core.wake("post").post(event, *args)
 
     def call(self, event: str, *args: Any) -> Any:
-        """Call ``event``'s handler in the session now and return its result."""
+        """Deliver ``event`` to the session now and return what its handler
+        returns (an idle TCPMulti gets a new session first).  Raises
+        CypoeError once die() has been called."""
         return self._core.wake("call").call(event, *args)
 
     def delay(self, seconds: float, event: str, *args: Any) -> Timer:
-        """Deliver ``event`` to the session after ``seconds``; returns a Timer."""
+        """Deliver ``event`` to the session after ``seconds``; returns the
+        Timer.  Raises CypoeError once die() has been called."""
         return self._core.wake("delay").delay(seconds, event, *args)
 
     @property

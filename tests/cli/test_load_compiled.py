@@ -16,7 +16,7 @@ import time
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from cypoe.cli import load_fast, report
+from cypoe.cli import load_compiled, report
 
 from .conftest import free_ports, recv_until_eof, run_cli, serving
 
@@ -69,13 +69,13 @@ def test_two_workers_merge_to_one_histogram():
     # each worker encodes its histogram (HdrHistogram's compressed base64)
     wires = []
     for part in (a, b):
-        s = load_fast.new_stats()
+        s = load_compiled.new_stats()
         part.add_to(s.hist)
         s.responses = s.requests = s.hist.get_total_count()
-        wires.append(json.loads(json.dumps(load_fast.stats_to_msg(s))))
-    total = load_fast.new_stats()
+        wires.append(json.loads(json.dumps(load_compiled.stats_to_msg(s))))
+    total = load_compiled.new_stats()
     for w in wires:
-        load_fast.merge_into(total, load_fast.stats_from_msg(w))
+        load_compiled.merge_into(total, load_compiled.stats_from_msg(w))
     one = HdrHistogram(1, 3600 * 10**6, 3)
     for v in values:
         one.record_value(v)

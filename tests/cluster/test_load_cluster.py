@@ -19,8 +19,8 @@ def test_agents_are_ready_with_their_connections_open(dask_cluster):
     # The compiled engine (built here) opens an agent's connections before it
     # reports ready, so the load starts with them set up.
     from cypoe import cluster as cl
-    from cypoe.cli import load_fast
-    assert load_fast.available()
+    from cypoe.cli import load_compiled
+    assert load_compiled.available()
     ready = {}
 
     def on_event(ev):

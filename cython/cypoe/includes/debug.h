@@ -30,6 +30,11 @@ enum cp_debug_counter {
     CP_DBG_CORES,               /* component cores (Server/Client/TCPMulti) alive */
     CP_DBG_SCANS,               /* ConnectScan objects alive */
     CP_DBG_RESP_COUNTERS,       /* RespCounter objects alive */
+    CP_DBG_LOAD_ENGINES,        /* LoadEngine objects alive (cypoe load's compiled engine) */
+    CP_DBG_LOAD_CONNS,          /* LoadConn state arrays allocated (one set per connection) */
+    CP_DBG_LOAD_HISTOGRAMS,     /* Hist counts arrays allocated */
+    CP_DBG_RESPONSE_PARSERS,    /* RESP/HTTP parser states allocated (filters, load connections) */
+    CP_DBG_PARSER_LINES,        /* HTTP parsers' split-line buffers allocated */
     CP_DBG_N
 };
 
@@ -38,6 +43,7 @@ static const char* const cp_debug_names[CP_DBG_N] = {
     "kernels", "handlers", "timers", "sessions", "readwrites", "socketfactories",
     "lingering_sockets", "tls_drivers", "bytebuffers", "buffer_blocks",
     "pool_blocks", "component_cores", "scans", "resp_counters",
+    "load_engines", "load_conns", "load_histograms", "response_parsers", "parser_lines",
 };
 
 #ifdef CYPOE_DEBUG

@@ -17,6 +17,11 @@ cdef extern from "includes/debug.h":
         CP_DBG_CORES
         CP_DBG_SCANS
         CP_DBG_RESP_COUNTERS
+        CP_DBG_LOAD_ENGINES
+        CP_DBG_LOAD_CONNS
+        CP_DBG_LOAD_HISTOGRAMS
+        CP_DBG_RESPONSE_PARSERS
+        CP_DBG_PARSER_LINES
     const bint CP_DEBUG_BUILD
     void CP_DBG_INC(int counter) nogil
     void CP_DBG_DEC(int counter) nogil

@@ -224,7 +224,7 @@ def prepare_load(cfg, workers, tick):
     callable that runs it and returns ``(LoadStats, interrupted)``.
 
     This adapter is the one place the agent touches the load engine: the
-    compiled engine (:mod:`cypoe.cli.load_fast`) when it is built, else the
+    compiled engine (:mod:`cypoe.cli.load_compiled`) when it is built, else the
     TCPMulti engine, as ``cypoe load --engine auto`` chooses; ``workers`` > 1
     forks worker processes as ``cypoe load --workers`` does.
 
@@ -232,22 +232,22 @@ def prepare_load(cfg, workers, tick):
     (``FastRun.prepare``, up to ``cfg.timeout``), so ready means connected;
     the callable then has ``connections_up``.  Forked workers and the
     TCPMulti engine still connect when they start."""
-    from cypoe.cli import common, load, load_engine, load_fast
-    engine = load_fast if load_fast.available() else load_engine
+    from cypoe.cli import common, load, load_compiled, load_tcpmulti
+    engine = load_compiled if load_compiled.available() else load_tcpmulti
     engine.check()
     common.raise_nofile(cfg.connections + 256)
     if workers <= 1:
-        if engine is load_fast:
+        if engine is load_compiled:
             # Connections opened now, before "ready": the load starts at
             # the common instant with its connections set up.
-            fast = load_fast.FastRun(cfg, tick=tick)
+            fast = load_compiled.FastRun(cfg, tick=tick)
             fast.prepare(cfg.timeout)
 
             def run_prepared():
                 return fast.run()
             run_prepared.connections_up = fast.engine.conns_up
             return run_prepared
-        return load_engine.LoadRun(cfg, tick=tick).run
+        return load_tcpmulti.LoadRun(cfg, tick=tick).run
     relay = _TickRelay(tick)
 
     def run_forked():

@@ -9,13 +9,12 @@ request's latency is measured from its intended send time, not from when a
 busy connection got round to sending it, so a stalled server shows up in the
 percentiles instead of being hidden (coordinated omission).
 
-The network part is in :mod:`cypoe.cli.load_engine`; this module parses,
+The engines are in :mod:`cypoe.cli.load_compiled` and
+:mod:`cypoe.cli.load_tcpmulti` (and :mod:`cypoe.cli.load_script`); this module parses,
 starts the processes, merges their HDR histograms and reports.
 """
 import argparse
 import json
-import os
-import selectors
 import signal
 import sys
 import time
@@ -282,15 +281,15 @@ class LiveLine:
 
 
 def _engine(args):
-    """The engine module for this run: load_fast (compiled) or load_engine."""
-    from cypoe.cli import load_fast
+    """The engine module for this run: load_compiled or load_tcpmulti."""
+    from cypoe.cli import load_compiled
     if args.engine == "tcpmulti":
-        from cypoe.cli import load_engine
-        return load_engine
-    if args.engine == "compiled" or load_fast.available():
-        return load_fast
-    from cypoe.cli import load_engine
-    return load_engine
+        from cypoe.cli import load_tcpmulti
+        return load_tcpmulti
+    if args.engine == "compiled" or load_compiled.available():
+        return load_compiled
+    from cypoe.cli import load_tcpmulti
+    return load_tcpmulti
 
 
 def _optional(module, name, flag):
@@ -426,9 +425,9 @@ def run(args):
     human = sys.stderr if args.json == "-" else sys.stdout
     server = None
     if target is None:
-        from cypoe.cli import load_engine
+        from cypoe.cli import serve_engine
         try:
-            server = load_engine.EmbeddedServer("line" if expect == "line" else "stream")
+            server = serve_engine.EmbeddedServer("line" if expect == "line" else "stream")
         except (OSError, RuntimeError) as exc:
             common.err(prog, f"cannot start the built-in echo server: {exc}")
             return 1
@@ -476,7 +475,7 @@ def run(args):
         messages=len(messages), interrupted=interrupted, in_flight=in_flight, failed=failed,
         status_classes=dict(getattr(stats, "status_classes", None) or {}),
         limits=limits, engine="tcpmulti" if engine is None or engine.__name__.endswith(
-            "load_engine") else "compiled", **extra)
+            "load_tcpmulti") else "compiled", **extra)
     text = report.format_report(summary)
     if in_flight and "in flight" not in text:
         text += f"\n  in flight    {in_flight} (at the interrupt; not errors)"
@@ -541,89 +540,34 @@ def _latency_ms(h):
 
 
 def run_workers(cfg, workers, live, engine=None):
-    """Fork `workers` processes, each running its share; merge what they
-    report (JSON lines on a pipe: per-second snapshots, then the totals;
-    histograms in HdrHistogram's compressed form, merged by hdrh)."""
-    from cypoe.cli import load_fast
+    """Fork `workers` processes (:class:`cypoe.cli.workers.WorkerPool`),
+    each running its share; merge what they report (JSON lines on a pipe:
+    per-second snapshots, then the totals; histograms in HdrHistogram's
+    compressed form, merged by hdrh).  The first Ctrl-C (or SIGTERM) stops
+    the workers, which report what was in flight; a second kills them."""
+    from cypoe.cli import load_compiled
+    from cypoe.cli.workers import WorkerPool
     if engine is None:
-        from cypoe.cli import load_engine as engine
-    children = {}
-    interrupted = 0
+        from cypoe.cli import load_tcpmulti as engine
+    total = load_compiled.new_stats()
+    done = set()
+    interrupted = False
 
-    def on_sigint(signum, frame):
-        # Ctrl-C: the workers stop (SIGTERM: they report what was in flight);
-        # a second one kills them.  A handler, not KeyboardInterrupt, so that
-        # the interrupt cannot land between two statements of the loop.
+    def on_line(worker, line):
         nonlocal interrupted
-        interrupted += 1
-        for pid in children:
-            _kill(pid, signal.SIGTERM if interrupted == 1 else signal.SIGKILL)
+        msg = json.loads(line)
+        if msg["type"] == "tick":
+            live.add(msg, worker.pid)
+        elif msg["type"] == "done":
+            load_compiled.merge_into(total, load_compiled.stats_from_msg(msg["stats"]))
+            interrupted = interrupted or msg.get("interrupted", False)
+            done.add(worker.index)
 
-    old_handler = signal.signal(signal.SIGINT, on_sigint)
-    for i in range(workers):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # child
-            code = 1
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides
-                os.close(r)
-                for fd in [c[0] for c in children.values()]:
-                    os.close(fd)
-                code = engine.worker_main(cfg.share(i, workers), w)
-            except BaseException:  # noqa: BLE001 - a child must never return
-                import traceback
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        os.close(w)
-        children[pid] = (r, bytearray())
-    sel = selectors.DefaultSelector()
-    for pid, (r, _) in children.items():
-        sel.register(r, selectors.EVENT_READ, pid)
-    total = load_fast.new_stats()
-    got = set()
-    next_tick = time.monotonic() + 1.0
-    open_fds = len(children)
-    try:
-        while open_fds:
-            events = sel.select(max(0.0, next_tick - time.monotonic()))
-            for key, _ in events:
-                pid = key.data
-                r, buf = children[pid]
-                data = os.read(r, 65536)
-                if not data:
-                    sel.unregister(r)
-                    os.close(r)
-                    open_fds -= 1
-                    continue
-                buf += data
-                while b"\n" in buf:
-                    line, _, rest = bytes(buf).partition(b"\n")
-                    buf[:] = rest
-                    msg = json.loads(line)
-                    if msg["type"] == "tick":
-                        live.add(msg, pid)
-                    elif msg["type"] == "done":
-                        load_fast.merge_into(total, load_fast.stats_from_msg(msg["stats"]))
-                        interrupted = interrupted or msg.get("interrupted", False)
-                        got.add(pid)
-            if time.monotonic() >= next_tick:
-                live.emit()
-                next_tick += 1.0
-    finally:
-        signal.signal(signal.SIGINT, old_handler)
-        for pid in children:
-            common.reap([pid])
-    interrupted = bool(interrupted)
-    missing = len(children) - len(got)
+    pool = WorkerPool(workers, lambda i, wfd: engine.worker_main(cfg.share(i, workers), wfd),
+                      prog="cypoe load", escalate=signal.SIGKILL)
+    pool.run(on_line, on_tick=live.emit, interval=1.0)
+    missing = workers - len(done)
     if missing:
         total.error("worker:died", missing)
-    return total, interrupted
+    return total, bool(interrupted or pool.signals)
 
-
-def _kill(pid, sig):
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

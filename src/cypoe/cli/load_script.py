@@ -51,16 +51,11 @@ that connection only.
 """
 import importlib.util
 import inspect
-import json
 import os
 import sys
 import traceback
-from collections import deque
-
 from cypoe.cli import common, report
-
-RECONNECT_DELAY = 0.1
-LIVE_INTERVAL = 1.0
+from cypoe.cli.load_tcpmulti import ConnState, TCPMultiRun
 
 
 class ScriptError(common.Unavailable):
@@ -111,23 +106,17 @@ def _make_filter(spec, cy):
     return f
 
 
-class ScriptConn:
+class ScriptConn(ConnState):
     """What a scenario's callbacks get as ``conn``: one connection."""
 
-    __slots__ = ("run", "conn", "index", "scenario", "in_f", "out_f", "outstanding", "due",
-                 "next_due", "timer", "alive", "is_ready", "__weakref__")
+    # outstanding: (intended time, actual time) per request in flight
+    __slots__ = ("run", "scenario", "in_f", "out_f", "is_ready", "__weakref__")
 
     def __init__(self, run, index):
+        super().__init__(index)
         self.run = run
-        self.index = index
-        self.conn = None
         self.scenario = None
         self.in_f = self.out_f = None
-        self.outstanding = deque()   # (intended time, actual time) per request in flight
-        self.due = deque()           # open loop: due times not sent yet
-        self.next_due = 0.0
-        self.timer = None
-        self.alive = False
         self.is_ready = False
 
     # -- for scripts ---------------------------------------------------------
@@ -198,10 +187,15 @@ class ScriptConn:
         return f"<ScriptConn {self.index} in_flight={len(self.outstanding)}>"
 
 
-class ScriptRun:
+class ScriptRun(TCPMultiRun):
+    """``cypoe load --script``: each connection runs an instance of the
+    scenario class (see :mod:`cypoe.cli.load_tcpmulti` for the run)."""
+
     def __init__(self, cfg, scenario_cls, tick=None, kernel=None):
         self.cy = cy = common.require("TCPMulti", "Kernel", "Stream", "Line")
-        self.cfg = cfg
+        # the per-second history is kept whether or not anyone watches
+        super().__init__(cfg, kernel if kernel is not None else cy.Kernel(),
+                         tick if tick is not None else (lambda snap: None))
         self.scenario_cls = scenario_cls
         self.prototype = _make_filter(getattr(scenario_cls, "filter", None), cy)
         self.handshake = bool(getattr(scenario_cls, "handshake", False))
@@ -209,22 +203,13 @@ class ScriptRun:
         if cfg.rate and not self.has_on_request:
             raise ScriptError(f"--rate needs {scenario_cls.__name__}.on_request(self, conn): "
                               f"the runner calls it when a request is due")
-        self.kernel = kernel if kernel is not None else cy.Kernel()
-        self.tick = tick
-        self.stats = report.LoadStats()
         self.window_hist = report.new_histogram()
         self.window = self._empty_window()
         self.window_raw_hist = report.new_histogram()
-        self.stopping = False
-        self.finished = False
-        self.interrupted = False
+        self.second = 0
         self.tracebacks_shown = set()
         self.conns = [ScriptConn(self, i) for i in range(cfg.connections)]
-        self.connected = 0
-        self.timers = []
-        self.interval = (cfg.connections / cfg.rate) if cfg.rate else None
         self.open_loop = self.interval is not None
-        self.max_requests = getattr(cfg, "requests", None)
         self.multi = cy.TCPMulti(
             on_input=self._on_input, on_success=self._on_success, on_failure=self._on_failure,
             on_error=self._on_error, on_disconnected=self._on_disconnected,
@@ -237,6 +222,9 @@ class ScriptRun:
         return {f: 0 for f in report.HISTORY_FIELDS}
 
     # -- scheduling ------------------------------------------------------------
+
+    def _later(self, seconds, fn, *args):
+        return self.later(seconds, fn, *args)
 
     def later(self, seconds, fn, *args, sc=None):
         """A timer on the TCPMulti's session (it keeps the session alive
@@ -276,44 +264,20 @@ class ScriptRun:
     # -- the run ---------------------------------------------------------------
 
     def run(self):
-        k = self.kernel
+        """Run to the end; returns the LoadStats."""
         clock = report.CpuClock()
-        self.t0 = k.time()
-        self.t_end = self.t0 + self.cfg.duration
-        self.t_stop = None
-        self.second = 0
-        k.register_component(self)
-        for sc in self.conns:
-            if getattr(self.cfg, "connect_rate", None):
-                self.timers.append(self.later(sc.index / self.cfg.connect_rate, self._connect, sc))
-            else:
-                self._connect(sc)
-        self.timers.append(self.later(self.t_end - k.time(), self._stop_sending))
-        self.live_timer = self.later(LIVE_INTERVAL, self._live)
-        k.run()
-        self._fold_second()
-        end = self.t_stop if self.t_stop is not None else k.time()
-        self.stats.duration = end - self.t0
+        self._start()
+        self.kernel.run()
+        self._end()
         clock.stop(self.stats)
         return self.stats
 
-    def shutdown(self):  # SIGINT / SIGTERM through the Kernel
-        self.interrupted = True
-        self._stop_sending()
-        self._finish()
-
-    def _live(self):
-        if self.finished:
-            return
-        snap = {"type": "tick", "responses": self.window["responses"],
+    def _snapshot(self):
+        return {"type": "tick", "responses": self.window["responses"],
                 "errors": self.window["errors"], "conns": self.connected,
                 "hist": report.encode_histogram(self.window_hist)}
-        self._fold_second()
-        if self.tick is not None:
-            self.tick(snap)
-        self.live_timer = self.later(LIVE_INTERVAL, self._live)
 
-    def _fold_second(self):
+    def _fold(self):
         """The current second's counts into the history, its latencies into
         the run's histograms."""
         self.second += 1
@@ -326,53 +290,6 @@ class ScriptRun:
         if self.window_raw_hist.get_total_count():
             self.stats.hist_raw.add(self.window_raw_hist)
             self.window_raw_hist = report.new_histogram()
-
-    def _stop_sending(self):
-        if self.stopping:
-            return
-        self.stopping = True
-        self.t_stop = self.kernel.time()
-        for t in self.timers:
-            t.cancel()
-        for sc in self.conns:
-            if sc.timer is not None:
-                sc.timer.cancel()
-                sc.timer = None
-            sc.due.clear()
-        if self._outstanding() == 0:
-            self._finish()
-        else:
-            self.grace = self.later(self.cfg.timeout, self._finish)
-
-    def _outstanding(self):
-        return sum(len(sc.outstanding) for sc in self.conns)
-
-    def _finish(self):
-        if self.finished:
-            return
-        self.finished = True
-        if getattr(self, "grace", None) is not None:
-            self.grace.cancel()
-        if getattr(self, "live_timer", None) is not None:
-            self.live_timer.cancel()
-        self.stats.in_flight += self._outstanding()
-        for sc in self.conns:
-            sc.outstanding.clear()
-            sc.alive = False
-        self.multi.die()
-        self.kernel.unregister_component(self)
-
-    def _maybe_finish(self):
-        if self.stopping and not self.finished and self._outstanding() == 0:
-            self._finish()
-
-    def _connect(self, sc):
-        if self.stopping:
-            return
-        cfg = self.cfg
-        sources = getattr(cfg, "sources", None) or []
-        bind = sources[sc.index % len(sources)] if sources else None
-        sc.conn = self.multi.connect(cfg.host, cfg.port, bind_address=bind, heap={"sc": sc})
 
     # -- requests ----------------------------------------------------------------
 
@@ -421,13 +338,7 @@ class ScriptRun:
         if self.stopping or not sc.alive:
             return
         if self.open_loop:
-            now = self.kernel.time()
-            phase = self.interval * sc.index / max(1, self.cfg.connections)
-            first = self.t0 + phase
-            # the schedule is fixed from the start: a late connection owes
-            # the requests it missed, and they count as late
-            sc.next_due = first if first >= now - self.interval else now
-            self._rate_tick(sc)
+            self._start_schedule(sc)
         elif self.has_on_request:
             for _ in range(self.cfg.pipeline):
                 if not self.call_on_request(sc):
@@ -450,18 +361,6 @@ class ScriptRun:
                 # on_request sent nothing: that request is skipped, not owed
                 sc.due.popleft()
 
-    def _rate_tick(self, sc):
-        sc.timer = None
-        if self.stopping or not sc.alive:
-            return
-        now = self.kernel.time()
-        while sc.next_due <= now and sc.next_due < self.t_end:
-            sc.due.append(sc.next_due)
-            sc.next_due += self.interval
-        self._send_due(sc)
-        if sc.next_due < self.t_end and not self.stopping and sc.alive:
-            sc.timer = self.later(sc.next_due - now, self._rate_tick, sc)
-
     def _count_error(self, kind):
         self.stats.error(kind)
         self.window["errors"] += 1
@@ -469,13 +368,8 @@ class ScriptRun:
     # -- TCPMulti callbacks ------------------------------------------------------
 
     def _on_success(self, conn):
-        sc = conn.heap["sc"]
-        sc.conn = conn
-        sc.alive = True
-        self.connected += 1
-        self.stats.connections_opened += 1
-        if self.stopping:
-            conn.shutdown()
+        sc = self._connected(conn)
+        if sc is None:
             return
         sc.in_f = self.prototype.clone()
         sc.out_f = self.prototype.clone()
@@ -490,7 +384,7 @@ class ScriptRun:
             sc.ready()
 
     def _on_input(self, conn, data):
-        sc = conn.heap["sc"]
+        sc = conn.heap["state"]
         if not sc.alive or sc.scenario is None:
             return
         n = len(data)
@@ -507,68 +401,23 @@ class ScriptRun:
                 break
             self._call(sc, "on_input", record)
 
-    def _lost(self, sc):
-        """A connection ended: its requests in flight are lost; reconnect
-        while the run goes on."""
-        if sc.alive:
-            sc.alive = False
-            self.connected -= 1
-        if sc.timer is not None:
-            sc.timer.cancel()
-            sc.timer = None
-        if sc.outstanding:
-            self.stats.failed += len(sc.outstanding)
-            self.stats.error("lost-in-flight", len(sc.outstanding))
-            self.window["errors"] += len(sc.outstanding)
-            sc.outstanding.clear()
-        sc.due.clear()
+    def _lost_requests(self, n):
+        self.stats.failed += n
+        self.window["errors"] += n
+
+    def _lost_extra(self, sc):
         if sc.scenario is not None:
             self._call(sc, "on_disconnect")
             sc.scenario = None
-        if self.stopping:
-            self._maybe_finish()
-        else:
-            self.timers.append(self.later(RECONNECT_DELAY, self._connect, sc))
-
-    def _on_failure(self, conn, operation, errnum, errstr):
-        sc = conn.heap["sc"]
-        if self.finished:
-            return
-        self.stats.connections_failed += 1
-        self._count_error(report.error_kind(operation, errnum))
-        sc.conn = None
-        if not sc.alive and not self.stopping:
-            self.timers.append(self.later(RECONNECT_DELAY, self._connect, sc))
 
     def _on_error(self, conn, operation, errnum, errstr):
         if self.finished:
             return
-        sc = conn.heap["sc"]
+        sc = conn.heap["state"]
         self._count_error(report.error_kind(operation, errnum))
         if sc.scenario is not None:
             self._call(sc, "on_error", operation, errnum, errstr)
         conn.shutdown()
-
-    def _on_timeout(self, conn):
-        sc = conn.heap["sc"]
-        if self.finished:
-            return
-        if not sc.alive:
-            self.stats.connections_failed += 1
-            self._count_error("connect:ETIMEDOUT")
-            if not self.stopping:
-                self.timers.append(self.later(RECONNECT_DELAY, self._connect, sc))
-        else:
-            self._count_error("timeout")
-            self._lost(sc)
-
-    def _on_disconnected(self, conn):
-        sc = conn.heap["sc"]
-        if sc.alive and not self.finished:
-            self._lost(sc)
-        elif sc.alive:
-            sc.alive = False
-            self.connected -= 1
 
 
 def _scenario_of(cfg):
@@ -597,15 +446,8 @@ def run_script(cfg, live):
 
 def script_worker_main(cfg, wfd):
     """A worker process running the scenario: JSON lines on `wfd` as
-    load_engine.worker_main writes them (ticks, then ``done``)."""
-    def send(obj):
-        data = (json.dumps(obj) + "\n").encode()
-        while data:
-            n = os.write(wfd, data)
-            data = data[n:]
-    r = ScriptRun(cfg, _scenario_of(cfg), tick=send)
-    stats = r.run()
-    send({"type": "done", "stats": stats.to_dict(), "interrupted": r.interrupted})
-    os.close(wfd)
-    return 0
-
+    load_tcpmulti.worker_main writes them (ticks, then ``done``)."""
+    def run(tick):
+        r = ScriptRun(cfg, _scenario_of(cfg), tick=tick)
+        return r.run(), r.interrupted
+    return common.pipe_worker(run, wfd, lambda stats: stats.to_dict())

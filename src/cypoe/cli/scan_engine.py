@@ -653,96 +653,34 @@ def scan_workers(plan, timing, workers, on_result, *, on_other=None, plans=None,
     position its walk reached and its pending probes (a worker that died
     has its part as it began: a resumed scan does it again)."""
     import json
-    import selectors
-    import signal
+    from cypoe.cli.workers import WorkerPool
 
-    children = {}      # pid -> read end of its pipe
-    subs = []
-    pids_in_order = []
-    for w in range(workers):
-        sub, tm = worker_share(plan, timing, workers, w, plans)
-        subs.append(sub)
-        r, wfd = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)
-                os.close(r)
-                for fd in children.values():
-                    os.close(fd)
-                _worker_main(sub, tm, wfd, on_other is not None, kw)
-                code = 0
-            except common.OutputClosed:
-                code = common.EXIT_OUTPUT_CLOSED
-            except BaseException:  # noqa: BLE001 - a worker must never return
-                import traceback
-                traceback.print_exc()
-            finally:
-                os._exit(code)
-        os.close(wfd)
-        children[pid] = r
-        pids_in_order.append(pid)
-    finished = {}
-    signals = []
+    shares = [worker_share(plan, timing, workers, w, plans) for w in range(workers)]
+    subs = [sub for sub, _ in shares]
+    finished = {}      # worker index -> its info
 
-    def on_signal(signum, frame):
-        signals.append(signum)
-        for pid in children:
-            if pid not in finished:
-                try:
-                    os.kill(pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+    def work(index, wfd):
+        sub, tm = shares[index]
+        _worker_main(sub, tm, wfd, on_other is not None, kw)
 
-    saved = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    sel = selectors.DefaultSelector()
-    bufs = {}
-    for pid, r in children.items():
-        sel.register(r, selectors.EVENT_READ, pid)
-        bufs[pid] = bytearray()
-
-    def handle(pid, line):
+    def on_line(worker, line):
         msg = json.loads(line)
         if msg[0] == "r":
             on_result(msg[1])
         elif msg[0] == "c":
             on_other(msg[1], msg[2])
         elif msg[0] == "d":
-            finished[pid] = msg[1]
+            finished[worker.index] = msg[1]
 
-    try:
-        while sel.get_map():
-            for key, _ in sel.select(1.0):
-                pid = key.data
-                data = os.read(key.fd, 1 << 16)
-                if not data:
-                    sel.unregister(key.fd)
-                    os.close(key.fd)
-                    continue
-                buf = bufs[pid]
-                buf += data
-                end = buf.rfind(b"\n")
-                if end >= 0:
-                    for line in bytes(buf[:end]).split(b"\n"):
-                        handle(pid, line)
-                    del buf[:end + 1]
-    finally:
-        for key in list(sel.get_map().values()):
-            sel.unregister(key.fd)
-            os.close(key.fd)
-        # workers still running here (an exception in on_result) are stopped
-        common.reap([p for p in children if p not in finished], sig=signal.SIGTERM)
-        common.reap([p for p in children if p in finished])
-        for sig, old in saved.items():
-            signal.signal(sig, old)
+    pool = WorkerPool(workers, work, prog="cypoe scan")
+    pool.run(on_line)
     infos = list(finished.values())
     parts = []
-    for pid, sub in zip(pids_in_order, subs):
-        i = finished.get(pid)
+    for index, sub in enumerate(subs):
+        i = finished.get(index)
         parts.append({"shards": sub.shards, "shard": sub.shard,
                       "position": i.get("position", sub.start) if i else sub.start,
                       "pending": i.get("pending", sub.pending) if i else sub.pending})
-    return {"interrupted": bool(signals) or any(i.get("interrupted") for i in infos),
+    return {"interrupted": bool(pool.signals) or any(i.get("interrupted") for i in infos),
             "concurrency": sum(i.get("concurrency", 0) for i in infos),
             "workers": workers, "failed": workers - len(finished), "parts": parts}

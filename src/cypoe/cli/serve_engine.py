@@ -2,6 +2,7 @@
 import os
 import signal
 import socket
+import time
 import ssl as _ssl
 
 from cypoe.cli import common, protocols
@@ -236,16 +237,6 @@ def _announce(args, where, port):
           flush=True)
 
 
-def _read_line(fd):
-    line = b""
-    while not line.endswith(b"\n"):
-        chunk = os.read(fd, 256)
-        if not chunk:
-            break
-        line += chunk
-    return line.decode("utf-8", "replace").strip()
-
-
 def _serve_workers(args, host, port, where, opts):
     """N processes, each with its own listening socket on the same port
     (SO_REUSEPORT: the kernel spreads the connections).  The first line is
@@ -265,42 +256,34 @@ def _serve_workers(args, host, port, where, opts):
             common.err("cypoe serve", f"bind failed on {where}:0: {exc.strerror or exc}")
             return 1
         port = holder.getsockname()[1]
-    pids = []
-    ready = []
-    try:
-        for _ in range(args.workers):
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:
-                code = 1
-                try:
-                    os.close(r)
-                    for fd in ready:
-                        os.close(fd)
-                    if holder is not None:
-                        holder.close()
-                    code = serve_forever(args.protocol, host, port, args.filter_kind,
-                                         reuse_port=True, ready_fd=w, quiet=False,
-                                         ignore_sigint=True, **opts)
-                except BaseException:  # noqa: BLE001
-                    import traceback
-                    traceback.print_exc()
-                finally:
-                    os._exit(code)
-            os.close(w)
-            pids.append(pid)
-            ready.append(r)
-        failures = []
-        while ready:
-            r = ready.pop(0)
-            try:
-                line = _read_line(r)
-            finally:
-                os.close(r)
-            if line.startswith("error "):
-                failures.append(line[len("error "):])
-            elif not line.isdigit():
-                failures.append("a worker exited before listening")
+    from cypoe.cli.workers import WorkerPool
+
+    def work(index, wfd):
+        if holder is not None:
+            holder.close()
+        return serve_forever(args.protocol, host, port, args.filter_kind, reuse_port=True,
+                             ready_fd=wfd, quiet=False, ignore_sigint=True, **opts)
+
+    # Each worker writes one line once it listens (its port, or "error
+    # MESSAGE") and closes its pipe; it then serves until SIGTERM.
+    reported = {}      # worker index -> its line
+    ended = 0          # workers whose pipe has ended: each has said what it will
+    failures = []
+
+    def on_line(worker, line):
+        if worker.index not in reported:
+            reported[worker.index] = line.decode("utf-8", "replace").strip()
+
+    def on_end(worker):
+        nonlocal holder, ended
+        line = reported.get(worker.index, "")
+        if line.startswith("error "):
+            failures.append(line[len("error "):])
+        elif not line.isdigit():
+            failures.append("a worker exited before listening")
+        ended += 1
+        if ended < args.workers:
+            return
         if holder is not None:
             holder.close()
             holder = None
@@ -309,59 +292,74 @@ def _serve_workers(args, host, port, where, opts):
                 common.err("cypoe serve", message)
             if args.ready_fd is not None:
                 _write_line(args.ready_fd, "error " + failures[0])
-            _stop_all(pids)
-            pids = []
-            return 1
+            pool.stop()
+            return
         _announce(args, where, port)
         if args.ready_fd is not None:
             _write_line(args.ready_fd, str(port))
-        code = _wait_workers(pids)
-        pids = []
-        return code
+
+    pool = WorkerPool(args.workers, work, prog="cypoe serve")
+    try:
+        pool.run(on_line, on_end=on_end)
     finally:
-        # an exception (Ctrl-C while starting, stdout closed under the first
-        # line): no worker outlives this process
-        for fd in ready:
-            os.close(fd)
         if holder is not None:
             holder.close()
-        if pids:
-            _stop_all(pids)
+    if failures:
+        return 1
+    return 1 if any(w.exit_code > 0 or w.died for w in pool.workers) else 0
 
 
-def _wait_workers(pids):
-    """Wait for the workers; SIGINT/SIGTERM here is forwarded to them as
-    SIGTERM (each drains gracefully).  Exit code 1 if any failed."""
-    stop = []
+class EmbeddedServer:
+    """``cypoe serve echo`` in a child process on 127.0.0.1, port 0 (``cypoe
+    load`` without a target); the child writes its port to a pipe."""
 
-    def forward(signum, frame):
-        stop.append(signum)
-        for pid in pids:
+    def __init__(self, filter_kind="stream", protocol="echo", timeout=10.0):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            code = 1
             try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+                os.close(r)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us (SIGTERM)
+                code = serve_forever(protocol, "127.0.0.1", 0, filter_kind,
+                                     ready_fd=w, quiet=True, ignore_sigint=True)
+            except BaseException:  # noqa: BLE001
+                import traceback
+                traceback.print_exc()
+            finally:
+                os._exit(code)
+        os.close(w)
+        self.pid = pid
+        try:
+            self.port = _read_port(r, timeout)
+        except BaseException:
+            self.stop()
+            raise
+        finally:
+            os.close(r)
 
-    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    code = 0
-    try:
-        for pid in pids:
-            while True:
-                try:
-                    _, status = os.waitpid(pid, 0)
-                    break
-                except InterruptedError:
-                    continue
-                except ChildProcessError:
-                    status = 0
-                    break
-            if os.WIFEXITED(status) and os.WEXITSTATUS(status) != 0:
-                code = 1
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    return code
+    def stop(self, timeout=5.0):
+        if self.pid is None:
+            return
+        pid, self.pid = self.pid, None
+        common.reap([pid], timeout, signal.SIGTERM)
 
 
-def _stop_all(pids, timeout=5.0):
-    common.reap(pids, timeout, signal.SIGTERM)
+def _read_port(fd, timeout):
+    import select
+    buf = b""
+    deadline = time.monotonic() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError("the server did not report its port in time")
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            chunk = os.read(fd, 64)
+            if not chunk:
+                raise RuntimeError("the server exited before listening")
+            buf += chunk
+    text = buf.split(b"\n", 1)[0].decode()
+    if not text.isdigit():
+        raise RuntimeError(f"the server failed: {text}")
+    return int(text)
