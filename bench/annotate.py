@@ -81,8 +81,8 @@ HOT = [
     ("_kernel", "Kernel.call_soon", "event queue"),
     ("_kernel", "Kernel.enqueue_event", "event queue"),
     ("_kernel", "Timer._fire", "timers"),
-    ("_kernel", "_heap_push", "timers"),
-    ("_kernel", "_heap_pop", "timers"),
+    ("_kernel", "_timer_queue_push", "timers"),
+    ("_kernel", "_timer_queue_pop", "timers"),
     ("_kernel", "Session._dispatch", "event dispatch"),
     # buffer
     ("_buffer", "ByteBuffer.reserve", "buffer"),

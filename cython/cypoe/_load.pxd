@@ -1,5 +1,5 @@
 # The compiled load engine's C face (cypoe load --engine compiled; driven
-# by cypoe.cli.load_fast): the latency histogram, one connection's state and
+# by cypoe.cli.load_compiled): the latency histogram, one connection's state and
 # the engine.  The response parsers' state comes from _framing.pxd.
 
 cimport cython

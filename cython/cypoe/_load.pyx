@@ -681,7 +681,7 @@ cdef str _kind(str op, int err):
 
 @cython.final
 cdef class LoadEngine:
-    """One process's load (internal; driven by :mod:`cypoe.cli.load_fast`).
+    """One process's load (internal; driven by :mod:`cypoe.cli.load_compiled`).
 
     ``messages``: the requests, sent in turn (connection ``i`` starts at
     message ``i``).  ``expect``: ``"echo" | "line" | "any" | "redis" |
