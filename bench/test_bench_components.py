@@ -984,7 +984,7 @@ def start_port_child(argv):
     return child, int(line.split()[1])
 
 
-SUMMARY = {"echo": {}, "connect": {}, "vs_c": {}}
+SUMMARY = {"echo": {}, "connect": {}, "vs_c": {}, "connect_vs_c": {}}
 
 
 # -- echo server ---------------------------------------------------------------
@@ -1203,13 +1203,72 @@ def test_open_connections(benchmark, impl, loadgen_bin, client_impl):
     SUMMARY["connect"][client_impl] = info
 
 
+# -- TCPMulti vs the C epoll client, interleaved -----------------------------------
+
+CONNECT_PAIRS = int(os.environ.get("CYPOE_BENCH_CONNECT_PAIRS", "5"))
+
+
+def test_connect_vs_c_client(benchmark, impl, loadgen_bin):
+    """TCPMulti and the C epoll client (``loadgen connect``) each open
+    CONNECTIONS connections spread over 127.0.0.1-8 to a fresh C holding
+    server, taking turns round by round (the order flips every round): the
+    connect-rate ratio is the median of the per-round ratios, so a load change
+    on the machine hits both sides of a round alike."""
+    if not loadgen_bin:
+        pytest.skip("the C client and holding server need a C compiler")
+    impl("cypoe", f"TCPMulti vs the C epoll client (interleaved rounds): open "
+                  f"{CONNECTIONS} connections over 127.0.0.1-8")
+
+    def one(name):
+        holder, port = start_port_child([loadgen_bin, "hold"])
+        client = None
+        try:
+            if name == "c":
+                client = Child([loadgen_bin, "connect", "127.0.0.1", str(port),
+                                str(CONNECTIONS)])
+            else:
+                client = start_child("connect-client", "cypoe", "127.0.0.1", str(port),
+                                     str(CONNECTIONS))
+            line = client.readline()
+            assert line == "ready", line
+            client.send("go")
+            line = client.readline()
+            assert line.startswith("done "), line
+            r = json.loads(line[5:])
+            assert r["ok"] == CONNECTIONS, r
+            return r
+        finally:
+            if client is not None:
+                client.stop()
+            holder.stop()
+
+    per = []
+
+    def one_pair():
+        if len(per) % 2 == 0:
+            c, p = one("cypoe"), one("c")
+        else:
+            p, c = one("c"), one("cypoe")
+        per.append((c, p))
+
+    benchmark.pedantic(one_pair, rounds=CONNECT_PAIRS, iterations=1)
+    info = {"ratio": round(_mid([p["elapsed"] / c["elapsed"] for c, p in per]), 3),
+            "cypoe_connects_per_s": round(_mid([CONNECTIONS / c["elapsed"] for c, _ in per])),
+            "c_connects_per_s": round(_mid([CONNECTIONS / p["elapsed"] for _, p in per])),
+            "rss_bytes_per_conn": round(_mid([(c["rss1"] - c["rss0"]) / CONNECTIONS
+                                              for c, _ in per])),
+            "rounds": len(per)}
+    benchmark.extra_info.update(info)
+    SUMMARY["connect_vs_c"] = info
+
+
 # -- summary with the issue's targets ---------------------------------------------
 
 @pytest.fixture(scope="module", autouse=True)
 def components_summary(request):
     yield
     tr = request.config.pluginmanager.getplugin("terminalreporter")
-    if tr is None or not (SUMMARY["echo"] or SUMMARY["connect"] or SUMMARY["vs_c"]):
+    if tr is None or not any(SUMMARY.values()):
         return
     capture = request.config.pluginmanager.getplugin("capturemanager")
     if capture is not None:
@@ -1222,6 +1281,15 @@ def components_summary(request):
 def _write_summary(tr):
     tr.write_line("")
     tr.section("components: throughput, server CPU per request, targets")
+    v = SUMMARY["connect_vs_c"]
+    if v:
+        tr.write_line(
+            f"TCPMulti vs the C epoll client, {CONNECTIONS} connections over 127.0.0.1-8: "
+            f"{v['ratio']:.2f}x the C client's connect rate ({v['cypoe_connects_per_s']} vs "
+            f"{v['c_connects_per_s']} conn/s), RSS {v['rss_bytes_per_conn']} bytes per "
+            f"connection; median of {v['rounds']} interleaved round pairs; targets >= 0.9x: "
+            f"{'MET' if v['ratio'] >= 0.9 else 'NOT MET'}, <= 350 bytes: "
+            f"{'MET' if v['rss_bytes_per_conn'] <= 350 else 'NOT MET'}")
     for pipeline, v in sorted(SUMMARY["vs_c"].items()):
         tr.write_line(
             f"cypoe Server vs C server, both driven by the C line client, pipelining "
