@@ -9,7 +9,8 @@ prototypes, timeouts) and the component's state machine live once in its
 ``ComponentCore`` (``ServerCore``, ``ClientCore``, ``MultiCore``); a
 connection reaches it only through the core's typed hooks (see
 _components.pxd).  One connect path (``ComponentCore.open_connection``) and
-one name-resolution service (``NameLookup``) serve Client and TCPMulti.
+the one name-resolution service (``NameLookup``, _lookup.pyx) serve
+Client and TCPMulti.
 
 Words for the end of things (docs/decisions.rst): ``end_now`` closes a
 connection at once and, when asked, queues its terminal callback (its end);
@@ -34,6 +35,7 @@ from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
 from cypoe._readwrite cimport ReadWrite, install_fast_put
 from cypoe._socketfactory cimport SocketFactory
 from cypoe._sockets cimport nb_connect, sockaddr_to_py
+from cypoe._lookup cimport NameLookup
 from cypoe._filters cimport FilterBase
 from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_CORES, cp_debug_counters
 from cypoe.includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, getsockname,
@@ -45,7 +47,6 @@ import errno as _errno
 import logging
 import os
 import socket as _socket
-import threading as _threading
 
 from cypoe.errors import CypoeError
 
@@ -179,53 +180,38 @@ def _default_error_is_quiet(int errnum):
 
 # -- name resolution ------------------------------------------------------------
 #
-# The one name-resolution service of the components: getaddrinfo for a name
-# that is not a numeric address, in a thread, so that a lookup never blocks
-# the loop.  The answer reaches the component's core through its typed
+# The components use the one name-resolution service (NameLookup in
+# _lookup.pyx): a name that is not a numeric address is looked up in a
+# thread, and the answer reaches the component's core through its typed
 # ``resolved`` hook, on the loop.
 
 @cython.final
-cdef class NameLookup:
+cdef class _ConnLookup(NameLookup):
     """One lookup in flight for ``conn`` of ``core``."""
     cdef ComponentCore core
     cdef ComponentConnection conn
-    cdef object host, port, bind_host, bind_port
-    cdef int family
+    cdef object bind_host, bind_port
 
-    def _run(self):
-        # In the lookup thread: no cypoe object is touched here.
-        cdef Kernel k = self.core.kernel
-        try:
-            infos = _socket.getaddrinfo(self.host, self.port, self.family, _socket.SOCK_STREAM)
-            fam, _, _, _, sa = infos[0]
-            result = (int(fam), str(sa[0]), 0, None)
-        except (_socket.gaierror, OSError, UnicodeError) as exc:
-            result = (0, None, getattr(exc, "errno", None) or 0,
-                      getattr(exc, "strerror", None) or str(exc))
-        k.call_soon_threadsafe(self._deliver, *result)
-
-    def _deliver(self, int family, numeric, int errnum, errstr):
-        # On the loop.
+    cdef int resolved(self, int family, str numeric, object sockaddr, int errnum,
+                      str errstr) except -1:
         cdef ComponentCore core = self.core
         cdef ComponentConnection conn = self.conn
         self.core = None
         self.conn = None
-        core.resolved(conn, family, numeric, errnum, errstr, self.bind_host, self.bind_port)
+        return core.resolved(conn, family, numeric, errnum, errstr, self.bind_host,
+                             self.bind_port)
 
 
 cdef int start_lookup(ComponentCore core, ComponentConnection conn, object host, object port,
                       int family, object bind_host, object bind_port) except -1:
     """Look ``host`` up off the loop; ``core.resolved(conn, ...)`` follows
     (with ``bind_host``/``bind_port`` for the connect)."""
-    cdef NameLookup q = NameLookup.__new__(NameLookup)
+    cdef _ConnLookup q = _ConnLookup.__new__(_ConnLookup)
     q.core = core
     q.conn = conn
-    q.host = host
-    q.port = port
-    q.family = family
     q.bind_host = bind_host
     q.bind_port = bind_port
-    _threading.Thread(target=q._run, name="cypoe-resolve", daemon=True).start()
+    q.start(core.kernel, host, port, family, _socket.SOCK_STREAM, False)
     return 0
 
 
