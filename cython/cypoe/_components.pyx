@@ -36,6 +36,9 @@ from cypoe._readwrite cimport ReadWrite, install_fast_put
 from cypoe._socketfactory cimport SocketFactory
 from cypoe._sockets cimport nb_connect, sockaddr_to_py
 from cypoe._lookup cimport NameLookup
+from cypoe._checks cimport check_filter_spec as _check_filter_spec, check_timeout as _check_timeout
+from cypoe._checks import (check_filter_spec as _check_filter_spec_py,
+                           check_timeout as _check_timeout_py)
 from cypoe._filters cimport FilterBase
 from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_CORES, cp_debug_counters
 from cypoe.includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, getsockname,
@@ -90,32 +93,10 @@ cdef inline str _strerror(int err):
     return os.strerror(err)
 
 
-def check_timeout(str name, value):
-    """A timeout parameter: seconds as a float; None -> 0.0 (disabled)."""
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number of seconds, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name}: must be >= 0, not {value}")
-    return float(value)
-
-
-def check_filter_spec(str name, spec):
-    """The one check of a ``*_filter`` parameter (Server, Client, TCPMulti):
-    a Filter instance (cloned per connection), a Filter class or a
-    zero-argument factory.  Returns ``spec``; TypeError otherwise."""
-    if spec is None:
-        return None
-    if isinstance(spec, type):
-        return spec
-    if hasattr(spec, "get_one_start"):
-        if hasattr(spec, "clone"):
-            return spec
-    elif callable(spec):
-        return spec
-    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
-                    f"not {type(spec).__name__}")
+# The parameter checks (check_timeout, check_filter_spec, ...) are
+# _checks.pyx's, shared with ReadWrite; re-exported here for old imports.
+check_timeout = _check_timeout_py
+check_filter_spec = _check_filter_spec_py
 
 
 cdef object make_filter(object spec, str name):
@@ -125,7 +106,7 @@ cdef object make_filter(object spec, str name):
         return None
     if hasattr(spec, "get_one_start") and not isinstance(spec, type):
         return spec.clone()
-    return check_filter_spec(name, spec)()
+    return _check_filter_spec(name, spec)()
 
 
 # -- user callbacks ------------------------------------------------------------
@@ -1168,9 +1149,9 @@ cdef class MultiCore(ComponentCore):
                                       or not 0 <= bind_port <= 65535):
             raise ValueError(f"bind_port: expected a port number 0-65535, not {bind_port!r}")
         ct = self.connect_timeout if connect_timeout is None else \
-            check_timeout("connect_timeout", connect_timeout)
+            _check_timeout("connect_timeout", connect_timeout)
         it = self.input_timeout if input_timeout is None else \
-            check_timeout("input_timeout", input_timeout)
+            _check_timeout("input_timeout", input_timeout)
         if heap is not None and not isinstance(heap, dict):
             raise TypeError(f"heap: expected a dict, not {type(heap).__name__}")
         s = self.session
