@@ -664,6 +664,9 @@ cdef class Connection(ComponentConnection):
             self.c_shutdown()
         return 0
 
+    cdef bint _wants_flushed(self) except -1:
+        return (<ServerCore>self.core).client_flushed is not None or (self.state & S_SHUTTING)
+
     cdef int _on_flushed(self) except -1:
         cdef ServerCore core = <ServerCore>self.core
         # Before client_connected only the TLS handshake was written: not a
@@ -843,10 +846,13 @@ cdef class ServerCore(ComponentCore):
             conn.c_shutdown()
         return 0
 
-    def check_concurrency(self):
+    cpdef int check_concurrency(self) except -1:
+        # cpdef: accepted and the connection ends call it typed, on every
+        # accept; server.py through Python.
+        cdef bint want_pause
         l = self.listener
         if l is None or self.shutting_down:
-            return
+            return 0
         want_pause = self.concurrency >= 0 and self.count >= self.concurrency
         if want_pause and not self.accept_paused:
             self.accept_paused = True
@@ -854,6 +860,7 @@ cdef class ServerCore(ComponentCore):
         elif not want_pause and self.accept_paused:
             self.accept_paused = False
             l.resume_accept()
+        return 0
 
     def disconnected(self):
         """A custom acceptor's connection ended (bookkeeping for concurrency)."""
@@ -1005,6 +1012,9 @@ cdef class Conn(ComponentConnection):
                          op, errnum, errstr)
         self.c_shutdown()
         return 0
+
+    cdef bint _wants_flushed(self) except -1:
+        return (self.state & S_SHUTTING) != 0
 
     cdef int _on_flushed(self) except -1:
         if self.state & S_SHUTTING:
@@ -1323,6 +1333,9 @@ cdef class ClientConnection(ComponentConnection):
         if core.conn is self or (self.state & S_SHUTTING):
             self.c_shutdown()
         return 0
+
+    cdef bint _wants_flushed(self) except -1:
+        return (<ClientCore>self.core).server_flushed is not None or (self.state & S_SHUTTING)
 
     cdef int _on_flushed(self) except -1:
         cdef ClientCore core = <ClientCore>self.core

@@ -441,6 +441,9 @@ cdef class ReadWrite(Handler):
             self._cbs.error(self, op, errnum, errstr)
         return 0
 
+    cdef bint _wants_flushed(self) except -1:
+        return self._cbs is not None and self._cbs.flushed is not None
+
     cdef int _on_flushed(self) except -1:
         # The TLS handshake's own records are not the application's output:
         # on_flushed is about what put() queued.
@@ -586,7 +589,7 @@ cdef class ReadWrite(Handler):
         if f.has_pending():
             # Kept only so that a filter switch in the middle of this batch
             # can find the bytes after the record it happened on.
-            p0 = f.get_pending()
+            p0 = f.pending_bytes()
         self._flags |= F_INBATCH
         try:
             while True:
@@ -608,7 +611,7 @@ cdef class ReadWrite(Handler):
                         self._flags &= ~F_SWITCHED
                         if self._in_f is not f:
                             if i == m - 1 and err is None:
-                                return self._feed_any(f.get_pending())
+                                return self._feed_any(f.pending_bytes())
                             return self._switched(f, p0, data, n, done)
                 if m:
                     cp_list_clear_keep(out)
@@ -621,7 +624,7 @@ cdef class ReadWrite(Handler):
                     self._flags &= ~F_SWITCHED
                     if self._in_f is not f:
                         if isinstance(err, BufferOverflow) and first:
-                            return self._feed_any(f.get_pending())
+                            return self._feed_any(f.pending_bytes())
                         return self._switched(f, p0, data, n, done)
                 if first and isinstance(err, BufferOverflow):
                     return 0
@@ -795,16 +798,20 @@ cdef class ReadWrite(Handler):
 
     cdef int _after_put(self, unsigned int f) except -1:
         # Watermarks and the dirty mark after a put; `f`: the flags before it.
+        cdef Py_ssize_t pend
         if f & F_MARKS:
-            if not (f & F_ABOVE) and self.pending_out() >= self._high:
+            pend = self.pending_out()
+            if not (f & F_ABOVE) and pend >= self._high:
                 # One write first: what the kernel takes at once never counts.
                 self._write_now()
                 if self._flags & (F_CLOSED | F_WDONE):
                     return 0
-                if self.pending_out() >= self._high and not (self._flags & F_ABOVE):
+                pend = self.pending_out()
+                if pend >= self._high and not (self._flags & F_ABOVE):
                     self._flags |= F_ABOVE
                     self._emit(K_HIGH, None, 0, None)
-            if self.pending_out() >= self._high:
+                    pend = self.pending_out()       # on_high may have put or closed
+            if pend >= self._high:
                 if not (self.interest & EV_WRITE) and not self.dirty:
                     self.kernel.mark_dirty(self)
                 return 1
@@ -856,7 +863,13 @@ cdef class ReadWrite(Handler):
                 if self._flags & F_ABOVE:
                     self._flags &= ~F_ABOVE
                     self._emit(K_LOW, None, 0, None)
-                self._emit(K_FLUSHED, None, 0, None)
+                # The flushed event only when something receives it: an
+                # event that would be queued (behind a callback, or with a
+                # low still queued) is, as before; one delivered now goes
+                # only to a connection whose _wants_flushed says so.
+                if (self._flags & (F_BUSY | F_HIGH_TOLD | F_FLUSH_QUEUED)) \
+                        or self._wants_flushed():
+                    self._emit(K_FLUSHED, None, 0, None)
             return 0
         if (self._flags & F_ABOVE) and pend <= self._low:
             self._flags &= ~F_ABOVE
