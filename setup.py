@@ -17,7 +17,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CYTHON_DIR = os.path.join("cython", "cypoe")
 # Order matters only for readability: lower layers first.
 MODULES = ["_buffer", "_kernel", "_filters",
-           "_sockets", "_linger", "_readwrite", "_tls", "_socketfactory", "_io",
+           "_sockets", "_lookup", "_checks", "_linger", "_readwrite", "_tls", "_socketfactory", "_io",
            "_components", "_scan", "_resp", "_framing", "_load"]
 
 

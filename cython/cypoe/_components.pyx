@@ -9,7 +9,8 @@ prototypes, timeouts) and the component's state machine live once in its
 ``ComponentCore`` (``ServerCore``, ``ClientCore``, ``MultiCore``); a
 connection reaches it only through the core's typed hooks (see
 _components.pxd).  One connect path (``ComponentCore.open_connection``) and
-one name-resolution service (``NameLookup``) serve Client and TCPMulti.
+the one name-resolution service (``NameLookup``, _lookup.pyx) serve
+Client and TCPMulti.
 
 Words for the end of things (docs/decisions.rst): ``end_now`` closes a
 connection at once and, when asked, queues its terminal callback (its end);
@@ -34,6 +35,10 @@ from cypoe._kernel cimport Kernel, Handler, Timer, call_with_first
 from cypoe._readwrite cimport ReadWrite, install_fast_put
 from cypoe._socketfactory cimport SocketFactory
 from cypoe._sockets cimport nb_connect, sockaddr_to_py
+from cypoe._lookup cimport NameLookup
+from cypoe._checks cimport check_filter_spec as _check_filter_spec, check_timeout as _check_timeout
+from cypoe._checks import (check_filter_spec as _check_filter_spec_py,
+                           check_timeout as _check_timeout_py)
 from cypoe._filters cimport FilterBase
 from cypoe.includes.debug cimport CP_DBG_INC, CP_DBG_DEC, CP_DBG_CORES, cp_debug_counters
 from cypoe.includes.socket cimport (sockaddr, sockaddr_storage, socklen_t, getsockname,
@@ -45,7 +50,6 @@ import errno as _errno
 import logging
 import os
 import socket as _socket
-import threading as _threading
 
 from cypoe.errors import CypoeError
 
@@ -89,32 +93,10 @@ cdef inline str _strerror(int err):
     return os.strerror(err)
 
 
-def check_timeout(str name, value):
-    """A timeout parameter: seconds as a float; None -> 0.0 (disabled)."""
-    if value is None:
-        return 0.0
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name}: expected a number of seconds, not {type(value).__name__}")
-    if value < 0:
-        raise ValueError(f"{name}: must be >= 0, not {value}")
-    return float(value)
-
-
-def check_filter_spec(str name, spec):
-    """The one check of a ``*_filter`` parameter (Server, Client, TCPMulti):
-    a Filter instance (cloned per connection), a Filter class or a
-    zero-argument factory.  Returns ``spec``; TypeError otherwise."""
-    if spec is None:
-        return None
-    if isinstance(spec, type):
-        return spec
-    if hasattr(spec, "get_one_start"):
-        if hasattr(spec, "clone"):
-            return spec
-    elif callable(spec):
-        return spec
-    raise TypeError(f"{name}: expected a Filter instance, a Filter class or a factory, "
-                    f"not {type(spec).__name__}")
+# The parameter checks (check_timeout, check_filter_spec, ...) are
+# _checks.pyx's, shared with ReadWrite; re-exported here for old imports.
+check_timeout = _check_timeout_py
+check_filter_spec = _check_filter_spec_py
 
 
 cdef object make_filter(object spec, str name):
@@ -124,7 +106,7 @@ cdef object make_filter(object spec, str name):
         return None
     if hasattr(spec, "get_one_start") and not isinstance(spec, type):
         return spec.clone()
-    return check_filter_spec(name, spec)()
+    return _check_filter_spec(name, spec)()
 
 
 # -- user callbacks ------------------------------------------------------------
@@ -179,53 +161,38 @@ def _default_error_is_quiet(int errnum):
 
 # -- name resolution ------------------------------------------------------------
 #
-# The one name-resolution service of the components: getaddrinfo for a name
-# that is not a numeric address, in a thread, so that a lookup never blocks
-# the loop.  The answer reaches the component's core through its typed
+# The components use the one name-resolution service (NameLookup in
+# _lookup.pyx): a name that is not a numeric address is looked up in a
+# thread, and the answer reaches the component's core through its typed
 # ``resolved`` hook, on the loop.
 
 @cython.final
-cdef class NameLookup:
+cdef class _ConnLookup(NameLookup):
     """One lookup in flight for ``conn`` of ``core``."""
     cdef ComponentCore core
     cdef ComponentConnection conn
-    cdef object host, port, bind_host, bind_port
-    cdef int family
+    cdef object bind_host, bind_port
 
-    def _run(self):
-        # In the lookup thread: no cypoe object is touched here.
-        cdef Kernel k = self.core.kernel
-        try:
-            infos = _socket.getaddrinfo(self.host, self.port, self.family, _socket.SOCK_STREAM)
-            fam, _, _, _, sa = infos[0]
-            result = (int(fam), str(sa[0]), 0, None)
-        except (_socket.gaierror, OSError, UnicodeError) as exc:
-            result = (0, None, getattr(exc, "errno", None) or 0,
-                      getattr(exc, "strerror", None) or str(exc))
-        k.call_soon_threadsafe(self._deliver, *result)
-
-    def _deliver(self, int family, numeric, int errnum, errstr):
-        # On the loop.
+    cdef int resolved(self, int family, str numeric, object sockaddr, int errnum,
+                      str errstr) except -1:
         cdef ComponentCore core = self.core
         cdef ComponentConnection conn = self.conn
         self.core = None
         self.conn = None
-        core.resolved(conn, family, numeric, errnum, errstr, self.bind_host, self.bind_port)
+        return core.resolved(conn, family, numeric, errnum, errstr, self.bind_host,
+                             self.bind_port)
 
 
 cdef int start_lookup(ComponentCore core, ComponentConnection conn, object host, object port,
                       int family, object bind_host, object bind_port) except -1:
     """Look ``host`` up off the loop; ``core.resolved(conn, ...)`` follows
     (with ``bind_host``/``bind_port`` for the connect)."""
-    cdef NameLookup q = NameLookup.__new__(NameLookup)
+    cdef _ConnLookup q = _ConnLookup.__new__(_ConnLookup)
     q.core = core
     q.conn = conn
-    q.host = host
-    q.port = port
-    q.family = family
     q.bind_host = bind_host
     q.bind_port = bind_port
-    _threading.Thread(target=q._run, name="cypoe-resolve", daemon=True).start()
+    q.start(core.kernel, host, port, family, _socket.SOCK_STREAM, False)
     return 0
 
 
@@ -697,6 +664,9 @@ cdef class Connection(ComponentConnection):
             self.c_shutdown()
         return 0
 
+    cdef bint _wants_flushed(self) except -1:
+        return (<ServerCore>self.core).client_flushed is not None or (self.state & S_SHUTTING)
+
     cdef int _on_flushed(self) except -1:
         cdef ServerCore core = <ServerCore>self.core
         # Before client_connected only the TLS handshake was written: not a
@@ -876,10 +846,13 @@ cdef class ServerCore(ComponentCore):
             conn.c_shutdown()
         return 0
 
-    def check_concurrency(self):
+    cpdef int check_concurrency(self) except -1:
+        # cpdef: accepted and the connection ends call it typed, on every
+        # accept; server.py through Python.
+        cdef bint want_pause
         l = self.listener
         if l is None or self.shutting_down:
-            return
+            return 0
         want_pause = self.concurrency >= 0 and self.count >= self.concurrency
         if want_pause and not self.accept_paused:
             self.accept_paused = True
@@ -887,6 +860,7 @@ cdef class ServerCore(ComponentCore):
         elif not want_pause and self.accept_paused:
             self.accept_paused = False
             l.resume_accept()
+        return 0
 
     def disconnected(self):
         """A custom acceptor's connection ended (bookkeeping for concurrency)."""
@@ -1039,6 +1013,9 @@ cdef class Conn(ComponentConnection):
         self.c_shutdown()
         return 0
 
+    cdef bint _wants_flushed(self) except -1:
+        return (self.state & S_SHUTTING) != 0
+
     cdef int _on_flushed(self) except -1:
         if self.state & S_SHUTTING:
             self.end_now(True)
@@ -1182,9 +1159,9 @@ cdef class MultiCore(ComponentCore):
                                       or not 0 <= bind_port <= 65535):
             raise ValueError(f"bind_port: expected a port number 0-65535, not {bind_port!r}")
         ct = self.connect_timeout if connect_timeout is None else \
-            check_timeout("connect_timeout", connect_timeout)
+            _check_timeout("connect_timeout", connect_timeout)
         it = self.input_timeout if input_timeout is None else \
-            check_timeout("input_timeout", input_timeout)
+            _check_timeout("input_timeout", input_timeout)
         if heap is not None and not isinstance(heap, dict):
             raise TypeError(f"heap: expected a dict, not {type(heap).__name__}")
         s = self.session
@@ -1356,6 +1333,9 @@ cdef class ClientConnection(ComponentConnection):
         if core.conn is self or (self.state & S_SHUTTING):
             self.c_shutdown()
         return 0
+
+    cdef bint _wants_flushed(self) except -1:
+        return (<ClientCore>self.core).server_flushed is not None or (self.state & S_SHUTTING)
 
     cdef int _on_flushed(self) except -1:
         cdef ClientCore core = <ClientCore>self.core

@@ -26,6 +26,9 @@ cdef class FilterBase:
     cdef int put_one(self, object record, ByteBuffer out) except -1
     # True when unparsed input is buffered.
     cdef bint has_pending(self) noexcept
+    # get_pending()'s bytes (a copy of the unparsed input), or None, without
+    # a Python method call (ReadWrite keeps it across a batch).
+    cdef object pending_bytes(self)
 
 
 # The output side of the filters whose records are the bytes themselves

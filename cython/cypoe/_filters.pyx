@@ -135,6 +135,9 @@ cdef class FilterBase:
     cdef bint has_pending(self) noexcept:
         return False
 
+    cdef object pending_bytes(self):
+        return self.get_pending()
+
     # Test/bench helpers for the C face (not public API).
     def _c_feed(self, data):
         """feed() one bytes-like chunk; return (records, error or None)."""
@@ -222,6 +225,9 @@ cdef class _Framing(FilterBase):
 
     def get_pending(self):
         """A copy of the buffered, unparsed input, or None."""
+        return self.pending_bytes()
+
+    cdef object pending_bytes(self):
         return self.buf.to_bytes() if self.buf.length() > 0 else None
 
     @property
@@ -1061,6 +1067,9 @@ cdef class Stream(FilterBase):
 
     def get_pending(self):
         """A copy of the buffered input, or None."""
+        return self.pending_bytes()
+
+    cdef object pending_bytes(self):
         return self.buf.to_bytes() if self.buf.length() > 0 else None
 
     @property

@@ -169,6 +169,9 @@ cdef class _Framer(FilterBase):
 
     def get_pending(self):
         """The bytes of the frame under way and the unparsed input, or None."""
+        return self.pending_bytes()
+
+    cdef object pending_bytes(self):
         if not self.has_pending():
             return None
         return self.frame.to_bytes() + self.rest.to_bytes()

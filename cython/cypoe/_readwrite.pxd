@@ -119,6 +119,10 @@ cdef class ReadWrite(Handler):
     cdef int _on_input(self, object record) except -1
     cdef int _on_error(self, str op, int errnum, str errstr) except -1
     cdef int _on_flushed(self) except -1
+    # True when _on_flushed would do something now (a flushed callback, a
+    # shutdown waiting for the flush): the flushed event is skipped
+    # otherwise.  A subclass overriding _on_flushed overrides this too.
+    cdef bint _wants_flushed(self) except -1
     cdef int _on_high(self) except -1
     cdef int _on_low(self) except -1
     cdef int _on_connected(self) except -1

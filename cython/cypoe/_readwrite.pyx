@@ -19,6 +19,7 @@ from cypoe._buffer cimport ByteBuffer
 from cypoe._filters cimport FilterBase
 from cypoe._sockets cimport new_id, strerror, fd_sockname, fileno_of, fd_is_socket
 from cypoe._linger cimport linger
+from cypoe._checks cimport check_filter, filter_instance, mark_value, check_marks
 from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_READWRITES,
                                    cp_debug_counters)
 from cypoe.includes.socket cimport (
@@ -215,25 +216,6 @@ cdef class _Callbacks:
     pass
 
 
-cdef object _check_filter(object f, str name, bint need_input, bint need_output):
-    if isinstance(f, FilterBase):
-        return f
-    if need_input and not (hasattr(f, "get_one_start") and hasattr(f, "get_one")
-                           and hasattr(f, "get_pending")):
-        raise TypeError(f"{name}: expected a Filter, not {type(f).__name__}")
-    if need_output and not hasattr(f, "put"):
-        raise TypeError(f"{name}: expected a Filter, not {type(f).__name__}")
-    return f
-
-
-cdef Py_ssize_t _mark_value(object v, str name) except -1:
-    if isinstance(v, bool) or not isinstance(v, int):
-        raise TypeError(f"{name}: expected an int, not {type(v).__name__}")
-    if v <= 0:
-        raise ValueError(f"{name}: must be > 0, not {v}")
-    return v
-
-
 # no_gc_clear: __dealloc__ needs _sock to tell whether the fd is its own.
 @cython.no_gc_clear
 cdef class ReadWrite(Handler):
@@ -281,18 +263,9 @@ cdef class ReadWrite(Handler):
                          ("on_handshake", on_handshake)):
             if cb is not None and not callable(cb):
                 raise TypeError(f"{name}: expected a callable or None, not {type(cb).__name__}")
-        marks = {"high_mark": high_mark, "low_mark": low_mark,
-                 "on_high": on_high, "on_low": on_low}
-        given = [n for n, v in marks.items() if v is not None]
-        if given and len(given) != 4:
-            missing = [n for n in marks if n not in given]
-            raise TypeError(f"{missing[0]}: high_mark, low_mark, on_high and on_low "
-                            f"go together")
-        if given:
-            hi = _mark_value(high_mark, "high_mark")
-            lo = _mark_value(low_mark, "low_mark")
-            if lo >= hi:
-                raise ValueError(f"low_mark: must be < high_mark ({lo} >= {hi})")
+        # The watermark check the components use too (_checks.pyx).
+        hi, lo = check_marks(("high_mark", "low_mark", "on_high", "on_low"),
+                             (high_mark, low_mark, on_high, on_low))
         if kernel is None:
             kernel = _default_kernel()
         elif not isinstance(kernel, Kernel):
@@ -315,14 +288,21 @@ cdef class ReadWrite(Handler):
             out_h = in_h
         in_fd = fileno_of(in_h, "input_handle" if handle is None else "handle")
         out_fd = fileno_of(out_h, "output_handle" if handle is None else "handle")
+        # Filters are given as the components take them (an instance, a
+        # Filter class or a factory) and checked by the same code (_checks).
+        if filter is not None:
+            filter = filter_instance(filter, "filter", input_filter is None,
+                                     output_filter is None)
+        if input_filter is not None:
+            input_filter = filter_instance(input_filter, "input_filter", True, False)
+        if output_filter is not None:
+            output_filter = filter_instance(output_filter, "output_filter", False, True)
         inf = input_filter if input_filter is not None else filter
         if inf is None:
             inf = _default_line()
         outf = output_filter if output_filter is not None else filter
         if outf is None:
             outf = inf if input_filter is None else _default_line()
-        _check_filter(inf, "input_filter" if input_filter is not None else "filter", True, False)
-        _check_filter(outf, "output_filter" if output_filter is not None else "filter", False, True)
 
         os.set_blocking(in_fd, False)
         if not fd_is_socket(in_fd):
@@ -357,7 +337,7 @@ cdef class ReadWrite(Handler):
             self._x.wsock = out_h if isinstance(out_h, _socket.socket) else None
         elif self._flags & F_NOTSOCK:
             self._flags |= F_WNOTSOCK
-        if given:
+        if hi:
             self.set_marks(hi, lo)
         if driver is not None:
             self.start_tls(driver.context, driver.server_side, driver.server_hostname,
@@ -460,6 +440,9 @@ cdef class ReadWrite(Handler):
         if self._cbs is not None and self._cbs.error is not None:
             self._cbs.error(self, op, errnum, errstr)
         return 0
+
+    cdef bint _wants_flushed(self) except -1:
+        return self._cbs is not None and self._cbs.flushed is not None
 
     cdef int _on_flushed(self) except -1:
         # The TLS handshake's own records are not the application's output:
@@ -606,7 +589,7 @@ cdef class ReadWrite(Handler):
         if f.has_pending():
             # Kept only so that a filter switch in the middle of this batch
             # can find the bytes after the record it happened on.
-            p0 = f.get_pending()
+            p0 = f.pending_bytes()
         self._flags |= F_INBATCH
         try:
             while True:
@@ -628,7 +611,7 @@ cdef class ReadWrite(Handler):
                         self._flags &= ~F_SWITCHED
                         if self._in_f is not f:
                             if i == m - 1 and err is None:
-                                return self._feed_any(f.get_pending())
+                                return self._feed_any(f.pending_bytes())
                             return self._switched(f, p0, data, n, done)
                 if m:
                     cp_list_clear_keep(out)
@@ -641,7 +624,7 @@ cdef class ReadWrite(Handler):
                     self._flags &= ~F_SWITCHED
                     if self._in_f is not f:
                         if isinstance(err, BufferOverflow) and first:
-                            return self._feed_any(f.get_pending())
+                            return self._feed_any(f.pending_bytes())
                         return self._switched(f, p0, data, n, done)
                 if first and isinstance(err, BufferOverflow):
                     return 0
@@ -815,16 +798,20 @@ cdef class ReadWrite(Handler):
 
     cdef int _after_put(self, unsigned int f) except -1:
         # Watermarks and the dirty mark after a put; `f`: the flags before it.
+        cdef Py_ssize_t pend
         if f & F_MARKS:
-            if not (f & F_ABOVE) and self.pending_out() >= self._high:
+            pend = self.pending_out()
+            if not (f & F_ABOVE) and pend >= self._high:
                 # One write first: what the kernel takes at once never counts.
                 self._write_now()
                 if self._flags & (F_CLOSED | F_WDONE):
                     return 0
-                if self.pending_out() >= self._high and not (self._flags & F_ABOVE):
+                pend = self.pending_out()
+                if pend >= self._high and not (self._flags & F_ABOVE):
                     self._flags |= F_ABOVE
                     self._emit(K_HIGH, None, 0, None)
-            if self.pending_out() >= self._high:
+                    pend = self.pending_out()       # on_high may have put or closed
+            if pend >= self._high:
                 if not (self.interest & EV_WRITE) and not self.dirty:
                     self.kernel.mark_dirty(self)
                 return 1
@@ -876,7 +863,13 @@ cdef class ReadWrite(Handler):
                 if self._flags & F_ABOVE:
                     self._flags &= ~F_ABOVE
                     self._emit(K_LOW, None, 0, None)
-                self._emit(K_FLUSHED, None, 0, None)
+                # The flushed event only when something receives it: an
+                # event that would be queued (behind a callback, or with a
+                # low still queued) is, as before; one delivered now goes
+                # only to a connection whose _wants_flushed says so.
+                if (self._flags & (F_BUSY | F_HIGH_TOLD | F_FLUSH_QUEUED)) \
+                        or self._wants_flushed():
+                    self._emit(K_FLUSHED, None, 0, None)
             return 0
         if (self._flags & F_ABOVE) and pend <= self._low:
             self._flags &= ~F_ABOVE
@@ -922,7 +915,7 @@ cdef class ReadWrite(Handler):
 
     cdef int c_set_input_filter(self, object f) except -1:
         old = self._in_f
-        _check_filter(f, "filter", True, False)
+        check_filter(f, "filter", True, False)
         self._in_f = f
         self._cin = <FilterBase>f if isinstance(f, FilterBase) else None
         if old is f:
@@ -936,7 +929,7 @@ cdef class ReadWrite(Handler):
         return self._feed_any(old.get_pending())
 
     cdef int c_set_output_filter(self, object f) except -1:
-        _check_filter(f, "filter", False, True)
+        check_filter(f, "filter", False, True)
         self._out_f = f
         self._cout = <FilterBase>f if isinstance(f, FilterBase) else None
         return 0
@@ -1053,20 +1046,23 @@ cdef class ReadWrite(Handler):
         self.c_shutdown_output()
 
     def set_filter(self, f):
-        """Use ``f`` for input and output; buffered unparsed input moves to it."""
-        _check_filter(f, "filter", True, True)
+        """Use ``f`` (a filter, a Filter class or a factory) for input and
+        output; buffered unparsed input moves to it."""
+        f = filter_instance(f, "filter", True, True)
         self.c_set_output_filter(f)
         self.c_set_input_filter(f)
 
     def set_input_filter(self, f):
         """Use ``f`` for input from now on; input buffered and not yet
         parsed by the old filter moves to it (within a batch, the records
-        after the current one go to ``f``)."""
-        self.c_set_input_filter(f)
+        after the current one go to ``f``).  ``f`` may be a Filter class or
+        a factory, as for the constructor."""
+        self.c_set_input_filter(filter_instance(f, "filter", True, False))
 
     def set_output_filter(self, f):
-        """Use ``f`` for what ``put`` sends from now on."""
-        self.c_set_output_filter(f)
+        """Use ``f`` (a filter, a Filter class or a factory) for what ``put``
+        sends from now on."""
+        self.c_set_output_filter(filter_instance(f, "filter", False, True))
 
     def get_input_filter(self):
         """The input filter."""
@@ -1079,7 +1075,7 @@ cdef class ReadWrite(Handler):
     def set_high_mark(self, n):
         """Set the high watermark (bytes buffered for output): must be above
         the low mark; ValueError when watermarks were not configured."""
-        hi = _mark_value(n, "high_mark")
+        hi = mark_value(n, "high_mark")
         if not (self._flags & F_MARKS):
             raise ValueError("high_mark: watermarks were not configured")
         if hi <= self._low:
@@ -1089,7 +1085,7 @@ cdef class ReadWrite(Handler):
     def set_low_mark(self, n):
         """Set the low watermark (bytes buffered for output): must be below
         the high mark; ValueError when watermarks were not configured."""
-        lo = _mark_value(n, "low_mark")
+        lo = mark_value(n, "low_mark")
         if not (self._flags & F_MARKS):
             raise ValueError("low_mark: watermarks were not configured")
         if lo >= self._high:

@@ -2,6 +2,7 @@
 # subclass overrides _on_accept to keep each accepted fd.
 
 from cypoe._kernel cimport Kernel, Handler, Timer
+from cypoe._lookup cimport NameLookup
 
 
 cdef class SocketFactory(Handler):
@@ -18,6 +19,10 @@ cdef class SocketFactory(Handler):
     cdef object _sockname             # cached getsockname() once the socket is handed out
     cdef object _bind                 # (address, port) for connects, or None
     cdef object _remote_port
+    cdef str _bind_host               # a stream connect's numeric local address, or None
+    cdef int _bind_port
+    cdef int _connect_flags           # NB_* (_sockets.pxd) for a stream connect
+    cdef NameLookup _lookup           # the name lookup in flight (a _FactoryLookup), or None
     # Called for each accepted fd (non-blocking, close-on-exec, TCP_NODELAY);
     # the default wraps it in a socket.socket and calls on_success.  A
     # Cython subclass may keep the raw fd (it then owns it).
@@ -29,3 +34,10 @@ cdef class SocketFactory(Handler):
                              int bind_port, bint connecting)
     cdef int _drop_socket(self) except -1
     cdef int _connect_to(self, object address, object port) except -1
+    cdef bint _bind_numeric(self, object bind_address, int bind_port) except -1
+    cdef bint _tcp_connect(self, int family, str numeric) except -1
+    cdef int _resolved(self, int family, str numeric, object sockaddr, str errstr) except -1
+
+
+cdef class _FactoryLookup(NameLookup):
+    cdef SocketFactory sf

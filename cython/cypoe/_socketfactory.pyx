@@ -2,15 +2,19 @@
 """SocketFactory: listening, connecting and UDP sockets (POE::Wheel::SocketFactory).
 
 Sockets are created without ever blocking the loop: host names are resolved
-in a worker thread, numeric addresses at once.
+by the one name-resolution service (``NameLookup``, _lookup.pyx), numeric
+addresses at once; a stream connect is ``nb_connect`` (_sockets.pyx), the
+connect path of the components too.
 """
 cimport cython
 from libc.errno cimport (errno, EAGAIN, EINTR, EINPROGRESS, EMFILE, ENFILE, ECONNABORTED,
-                         EPROTO, ENOBUFS, ENOMEM, EALREADY, ENETDOWN, EHOSTUNREACH)
+                         EPROTO, ENOBUFS, ENOMEM, EALREADY, ENETDOWN, EHOSTUNREACH, EINVAL)
 from libc.string cimport memset
 
 from cypoe._kernel cimport Kernel, Handler, Timer, EV_READ, EV_WRITE
-from cypoe._sockets cimport new_id, strerror, sockaddr_to_py
+from cypoe._sockets cimport (new_id, strerror, sockaddr_to_py, fd_sockname, nb_connect_ex,
+                             NB_REUSEADDR, NB_REUSEPORT)
+from cypoe._lookup cimport NameLookup
 from cypoe.includes.debug cimport (CP_DBG_INC, CP_DBG_DEC, CP_DBG_SOCKETFACTORIES,
                                    cp_debug_counters)
 from cypoe.includes.socket cimport (
@@ -24,7 +28,6 @@ from cypoe.includes.consts cimport *
 
 import os
 import socket as _socket
-import threading
 
 from cypoe.errors import CypoeError
 from cypoe._kernel import default_kernel as _default_kernel
@@ -80,16 +83,16 @@ cdef int _port_value(object port, str name, str proto) except -1:
     return port
 
 
-def _noop():
-    pass
+@cython.final
+cdef class _FactoryLookup(NameLookup):
+    """The lookup of a SocketFactory's remote address."""
 
-
-def _resolve_in_thread(SocketFactory sf, Kernel k, host, port, int family, int stype):
-    try:
-        res = _socket.getaddrinfo(host, port, family, stype)
-    except (OSError, UnicodeError) as exc:
-        res = exc
-    k.call_soon_threadsafe(sf._resolved, res)
+    cdef int resolved(self, int family, str numeric, object sockaddr, int errnum,
+                      str errstr) except -1:
+        cdef SocketFactory sf = self.sf
+        self.sf = None
+        sf._lookup = None
+        return sf._resolved(family, numeric, sockaddr, errstr)
 
 
 cdef class SocketFactory(Handler):
@@ -196,6 +199,15 @@ cdef class SocketFactory(Handler):
             raise ValueError("bind_address: a path is required to listen on AF_UNIX")
 
         # Everything below is runtime: failures go to on_failure.
+        if self._mode == SF_CONNECT and not unix and socket_type == _socket.SOCK_STREAM:
+            # The socket is nb_connect's (the components' connect path too),
+            # made once the remote address is numeric.
+            self._connect_flags = ((NB_REUSEADDR if _truthy(reuse) else 0) |
+                                   (NB_REUSEPORT if _truthy(reuse_port) else 0))
+            if not self._bind_numeric(bind_address, bind_port):
+                return
+            self._connect_to(remote_address, remote_port)
+            return
         s = self._make_socket(reuse, reuse_port, bind_address, bind_port,
                               self._mode == SF_CONNECT)
         if s is None:
@@ -364,42 +376,86 @@ cdef class SocketFactory(Handler):
 
     # -- connecting ------------------------------------------------------------
 
+    cdef bint _bind_numeric(self, object bind_address, int bind_port) except -1:
+        # A stream connect's local address, numeric: bind addresses are
+        # resolved here (POE does the same; the listener's must be known
+        # when the constructor returns).
+        self._bind_port = bind_port
+        if bind_address is None:
+            return True
+        try:
+            self._bind_host = _socket.getaddrinfo(
+                bind_address, bind_port, self._domain, self._type, 0,
+                _socket.AI_PASSIVE)[0][4][0]
+        except (_socket.gaierror, UnicodeError) as exc:
+            self._fail("resolve", EHOSTUNREACH, str(exc))
+            return False
+        return True
+
     cdef int _connect_to(self, object address, object port) except -1:
         cdef int fam = self._domain
+        cdef _FactoryLookup q
         if fam == c_AF_UNIX:
             return self._start_connect(address)
-        try:
-            res = _socket.getaddrinfo(address, port, fam, self._type, 0,
-                                      _socket.AI_NUMERICHOST | _socket.AI_NUMERICSERV)
-        except (_socket.gaierror, UnicodeError):
-            res = None
-        if res:
-            return self._start_connect(res[0][4])
-        # A host name: resolve it off the loop; a timer keeps run() alive meanwhile.
-        self._timer = self._k.schedule(self._k.now() + 1e9, _noop, (), None, True)
-        t = threading.Thread(target=_resolve_in_thread,
-                             args=(self, self._k, address, port, fam, self._type),
-                             name="cypoe-resolve", daemon=True)
-        t.start()
+        if self._type == _socket.SOCK_STREAM:
+            if self._tcp_connect(fam, address):
+                return 0
+        else:
+            try:
+                res = _socket.getaddrinfo(address, port, fam, self._type, 0,
+                                          _socket.AI_NUMERICHOST | _socket.AI_NUMERICSERV)
+            except (_socket.gaierror, UnicodeError):
+                res = None
+            if res:
+                return self._start_connect(res[0][4])
+        # A host name: the shared name-resolution service looks it up off
+        # the loop (and keeps run() alive meanwhile).
+        q = _FactoryLookup.__new__(_FactoryLookup)
+        q.sf = self
+        self._lookup = q
+        q.start(self._k, address, port, fam, self._type, True)
         return 0
 
-    def _resolved(self, res):
-        if self._timer is not None:
-            self._k.cancel_timer(self._timer)
-            self._timer = None
+    cdef bint _tcp_connect(self, int family, str numeric) except -1:
+        """nb_connect to a numeric address: True when started (or its
+        failure reported), False when ``numeric`` is a name."""
+        cdef int err = 0, fd
+        cdef const char* op = NULL
+        try:
+            fd = nb_connect_ex(family, numeric, self._remote_port, self._bind_host,
+                               self._bind_port, self._proto, self._connect_flags, &err, &op)
+        except ValueError:
+            return False
+        if fd < 0:
+            self._fail((<bytes>op).decode(), err, strerror(err))
+            return True
+        try:
+            self._sock = _socket.socket(family, c_SOCK_STREAM | c_SOCK_NONBLOCK,
+                                        self._proto, fd)
+        except OSError as exc:
+            fd_close(fd)
+            self._fail("socket", exc.errno or 0, exc.strerror or str(exc))
+            return True
+        # Connected or in progress: write readiness says which (on_writable).
+        self._bind = None
+        self._k.register(self, fd, EV_WRITE)
+        return True
+
+    cdef int _resolved(self, int family, str numeric, object sockaddr, str errstr) except -1:
         if self._closed:
-            return
-        if isinstance(res, BaseException):
+            return 0
+        if family == 0:
             self._drop_socket()
-            self._fail("resolve", EHOSTUNREACH, str(res))
-            return
-        if not res:
-            self._drop_socket()
-            self._fail("resolve", EHOSTUNREACH, "no address")
-            return
-        self._start_connect(res[0][4])
+            self._fail("resolve", EHOSTUNREACH, errstr or "no address")
+            return 0
+        if self._type == _socket.SOCK_STREAM:
+            if not self._tcp_connect(family, numeric):
+                self._fail("connect", EINVAL, f"{numeric!r} is not a numeric address")
+            return 0
+        return self._start_connect(sockaddr)
 
     cdef int _start_connect(self, object sockaddr) except -1:
+        # UDP and AF_UNIX: connect the socket made by _make_socket.
         cdef int err
         s = self._sock
         try:
@@ -437,6 +493,10 @@ cdef class SocketFactory(Handler):
             self._drop_socket()
             self._fail("connect", err, strerror(err))
             return 0
+        if self._bind is None:
+            # nb_connect's socket: the peer's sockaddr as the socket module
+            # gives it (what getaddrinfo gave before).
+            self._bind = fd_sockname(self._sock.fileno(), True)
         self._hand_over(self._bind, self._remote_port)
         return 0
 
@@ -494,6 +554,10 @@ cdef class SocketFactory(Handler):
         if self._closed:
             return
         self._closed = True
+        if self._lookup is not None:
+            self._lookup.cancel()
+            (<_FactoryLookup>self._lookup).sf = None
+            self._lookup = None
         if self._timer is not None:
             self._k.cancel_timer(self._timer)
             self._timer = None

@@ -21,6 +21,15 @@ cdef str strerror(int err)
 cdef int nb_connect(int family, str host, int port, str bind_host, int bind_port,
                     int* err, const char** op) except -2
 
+# nb_connect with a protocol (0: TCP) and socket options set before the
+# bind (NB_* flags; a failure there is op "setsockopt"): SocketFactory's
+# stream connects.
+cdef enum:
+    NB_REUSEADDR = 1
+    NB_REUSEPORT = 2
+cdef int nb_connect_ex(int family, str host, int port, str bind_host, int bind_port,
+                       int proto, int flags, int* err, const char** op) except -2
+
 # sockaddr (as accept()/getsockname() fill it) -> Python's sockaddr value.
 cdef object sockaddr_to_py(void* sa, unsigned int salen)
 

@@ -5,11 +5,12 @@ connection ids.  No name lookup happens here, ever."""
 from libc.errno cimport errno, EINTR, EINPROGRESS
 from libc.string cimport memset, strlen
 from cpython.bytes cimport PyBytes_FromStringAndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from posix.unistd cimport close as fd_close
 
 from cypoe.includes.socket cimport (
     socklen_t, sockaddr, sockaddr_storage, socket, connect, bind, setsockopt,
-    getsockname, getpeername, c_SOCK_NONBLOCK, c_SOCK_CLOEXEC, c_SOCK_STREAM,
+    getsockname, getpeername, SOL_SOCKET, SO_REUSEADDR, SO_REUSEPORT, c_SOCK_NONBLOCK, c_SOCK_CLOEXEC, c_SOCK_STREAM,
     c_AF_INET, c_AF_INET6, c_AF_UNIX, sockaddr_in, sockaddr_in6, htons, ntohs, ntohl,
     c_IPPROTO_TCP, c_TCP_NODELAY, inet_pton, inet_ntop, sockaddr_un, CP_SUN_PATH_OFFSET)
 
@@ -61,7 +62,10 @@ cdef object sockaddr_to_py(void* sa, unsigned int salen):
 
 cdef int _fill_sockaddr(int family, str host, int port, sockaddr_storage* ss,
                         socklen_t* slen) except -1:
-    cdef bytes h = host.encode("ascii", "replace")
+    # The str's own UTF-8 (cached by CPython): no bytes object per connect.
+    # A non-numeric host (non-ASCII, an embedded NUL) fails inet_pton.
+    cdef Py_ssize_t hlen = 0
+    cdef const char* h = PyUnicode_AsUTF8AndSize(host, &hlen)
     cdef sockaddr_in* sin
     cdef sockaddr_in6* sin6
     memset(ss, 0, sizeof(sockaddr_storage))
@@ -69,14 +73,14 @@ cdef int _fill_sockaddr(int family, str host, int port, sockaddr_storage* ss,
         sin = <sockaddr_in*>ss
         sin.sin_family = c_AF_INET
         sin.sin_port = htons(<unsigned short>port)
-        if inet_pton(c_AF_INET, h, &sin.sin_addr) != 1:
+        if <Py_ssize_t>strlen(h) != hlen or inet_pton(c_AF_INET, h, &sin.sin_addr) != 1:
             raise ValueError(f"host: {host!r} is not a numeric IPv4 address")
         slen[0] = sizeof(sockaddr_in)
     elif family == c_AF_INET6:
         sin6 = <sockaddr_in6*>ss
         sin6.sin6_family = c_AF_INET6
         sin6.sin6_port = htons(<unsigned short>port)
-        if inet_pton(c_AF_INET6, h, &sin6.sin6_addr) != 1:
+        if <Py_ssize_t>strlen(h) != hlen or inet_pton(c_AF_INET6, h, &sin6.sin6_addr) != 1:
             raise ValueError(f"host: {host!r} is not a numeric IPv6 address")
         slen[0] = sizeof(sockaddr_in6)
     else:
@@ -86,6 +90,11 @@ cdef int _fill_sockaddr(int family, str host, int port, sockaddr_storage* ss,
 
 cdef int nb_connect(int family, str host, int port, str bind_host, int bind_port,
                     int* err, const char** op) except -2:
+    return nb_connect_ex(family, host, port, bind_host, bind_port, 0, 0, err, op)
+
+
+cdef int nb_connect_ex(int family, str host, int port, str bind_host, int bind_port,
+                       int proto, int flags, int* err, const char** op) except -2:
     cdef sockaddr_storage ss, bs
     cdef socklen_t slen = 0, blen = 0
     cdef int fd, one = 1, rc
@@ -96,10 +105,18 @@ cdef int nb_connect(int family, str host, int port, str bind_host, int bind_port
         _fill_sockaddr(family, bind_host if bind_host is not None
                        else ("0.0.0.0" if family == c_AF_INET else "::"),
                        bind_port, &bs, &blen)
-    fd = socket(family, c_SOCK_STREAM | c_SOCK_NONBLOCK | c_SOCK_CLOEXEC, 0)
+    fd = socket(family, c_SOCK_STREAM | c_SOCK_NONBLOCK | c_SOCK_CLOEXEC, proto)
     if fd < 0:
         err[0] = errno
         op[0] = "socket"
+        return -1
+    if ((flags & NB_REUSEADDR and
+         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(int)) < 0) or
+            (flags & NB_REUSEPORT and
+             setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(int)) < 0)):
+        err[0] = errno
+        op[0] = "setsockopt"
+        fd_close(fd)
         return -1
     setsockopt(fd, c_IPPROTO_TCP, c_TCP_NODELAY, &one, sizeof(int))
     if blen:

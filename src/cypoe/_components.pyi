@@ -70,7 +70,6 @@ ComponentCore: Any
 ServerCore: Any
 MultiCore: Any
 ClientCore: Any
-NameLookup: Any
 
 CALLBACK_FAILED: Any
 

@@ -13,7 +13,7 @@ connection's) and their split-line buffers.  A release build has none of that co
 import importlib
 
 # The compiled modules that keep counters (each its own table).
-_MODULES = ("_buffer", "_kernel", "_linger", "_readwrite", "_tls", "_socketfactory",
+_MODULES = ("_buffer", "_kernel", "_lookup", "_linger", "_readwrite", "_tls", "_socketfactory",
             "_components", "_scan", "_resp", "_framing", "_load")
 
 #: Counters that are gauges, not leaks: the buffer pool keeps up to 64 free

@@ -1,12 +1,12 @@
 """The parameter checks of Server, Client and TCPMulti (one place for all
 three: the same parameter gets the same error from each), and the kernel
 registration that makes SIGINT/SIGTERM shut a component down.  The checks
-that the compiled connect path needs too (timeouts, filter specs) live in
-``cypoe._components`` and are re-exported here."""
+that ReadWrite and the compiled components need too (filter specs,
+watermarks, timeouts) live in ``cypoe._checks`` and are re-exported here."""
 from __future__ import annotations
 
 from cypoe import _kernel
-from cypoe._components import check_filter_spec, check_timeout
+from cypoe._checks import check_filter_spec, check_marks, check_timeout
 
 __all__ = ["callable_or_none", "check_filter_spec", "check_timeout", "choose_filters",
            "check_marks", "check_port", "check_states", "check_args", "client_tls_context",
@@ -34,28 +34,6 @@ def choose_filters(prefix, filter, input_filter, output_filter):
         return (filter if filter is not None else Line()), None
     return (input_filter if input_filter is not None else Line(),
             output_filter if output_filter is not None else Line())
-
-
-def check_marks(names, values):
-    """The four watermark settings go together; 0 < low < high.  Returns
-    (high, low), (0, 0) when none is given."""
-    given = [n for n, v in zip(names, values) if v is not None]
-    if not given:
-        return 0, 0
-    if len(given) != len(names):
-        missing = [n for n, v in zip(names, values) if v is None]
-        raise TypeError(f"{missing[0]}: {', '.join(names)} go together")
-    high, low = values[0], values[1]
-    for n, v in ((names[0], high), (names[1], low)):
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise TypeError(f"{n}: expected an int, not {type(v).__name__}")
-        if v <= 0:
-            raise ValueError(f"{n}: must be > 0, not {v}")
-    if low >= high:
-        raise ValueError(f"{names[1]}: must be < {names[0]} ({low} >= {high})")
-    for n, v in zip(names[2:], values[2:]):
-        callable_or_none(n, v)
-    return high, low
 
 
 def check_port(name, port, *, zero_ok=False):

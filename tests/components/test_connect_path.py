@@ -211,3 +211,60 @@ def test_connection_hooks_are_typed_and_not_on_the_python_components():
     for component in (Server, Client, TCPMulti):
         for name in OLD_UNTYPED_HOOKS:
             assert not hasattr(component, name), (component.__name__, name)
+
+
+# -- ReadWrite and the components share one check ------------------------------
+
+def _readwrite(kernel, **kw):
+    from cypoe import ReadWrite
+    a, b = socket.socketpair()
+    try:
+        rw = ReadWrite(a, on_input=lambda rw, r: None, kernel=kernel, **kw)
+    except BaseException:
+        a.close()
+        raise
+    finally:
+        b.close()
+    rw.close()
+    raise AssertionError("accepted")
+
+
+@pytest.mark.parametrize("spec", [42, object(), "Line"])
+def test_readwrite_and_the_components_reject_a_bad_filter_alike(kernel, spec):
+    rw = _error(lambda **kw: _readwrite(kernel, **kw), filter=spec)
+    rw_in = _error(lambda **kw: _readwrite(kernel, **kw), input_filter=spec)
+    server = _error(_server, client_filter=spec, kernel=kernel)
+    client = _error(_client, filter=spec, kernel=kernel)
+    multi = _error(_multi, filter=spec, kernel=kernel)
+    assert rw == client == multi
+    assert server == (TypeError, "client_" + rw[1])
+    assert rw_in == (TypeError, "input_" + rw[1])
+    assert rw[1] == f"filter: expected a Filter instance, a Filter class or a factory, " \
+                    f"not {type(spec).__name__}"
+
+
+@pytest.mark.parametrize("high, low", [(10, 10), (10, None), (0, 5), ("1", 0), (10, 20),
+                                       (None, 5)])
+def test_readwrite_and_the_components_reject_bad_watermarks_alike(kernel, high, low):
+    cb = lambda c: None     # noqa: E731
+    rw = _error(lambda **kw: _readwrite(kernel, **kw), high_mark=high, low_mark=low,
+                on_high=cb, on_low=cb)
+    server = _error(_server, kernel=kernel, high_mark=high, low_mark=low,
+                    client_high=cb, client_low=cb)
+    client = _error(_client, kernel=kernel, high_mark=high, low_mark=low,
+                    server_high=cb, server_low=cb)
+    assert server[0] is client[0] is rw[0]
+    assert server[1].replace("client_", "on_") == client[1].replace("server_", "on_") == rw[1]
+
+
+def test_readwrite_takes_a_filter_class_or_factory_like_the_components(kernel):
+    from cypoe import ReadWrite
+    a, b = socket.socketpair()
+    rw = ReadWrite(a, filter=Line, on_input=lambda rw, r: None, kernel=kernel)
+    assert isinstance(rw.get_input_filter(), Line)
+    assert rw.get_output_filter() is rw.get_input_filter()
+    rw.set_output_filter(lambda: Line(literal=b"\r\n"))
+    assert isinstance(rw.get_output_filter(), Line)
+    assert rw.get_output_filter() is not rw.get_input_filter()
+    rw.close()
+    b.close()

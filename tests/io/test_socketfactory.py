@@ -301,3 +301,49 @@ def test_emfile_on_accept_backs_off_and_recovers(tmp_path):
     assert int(n_after) == 5                  # accepting resumed by itself
     for c in clients:
         c.close()
+
+
+def test_connect_by_name_uses_the_shared_lookup_service(kernel, monkeypatch):
+    """A name goes to the one name-resolution service (cypoe._lookup's
+    NameLookup, the components' too): getaddrinfo runs in a worker thread
+    while the loop keeps running, and a failed lookup is reported as
+    ("resolve", EHOSTUNREACH, text) as before."""
+    import threading
+    real = socket.getaddrinfo
+    release = threading.Event()
+    calls = []
+
+    def getaddrinfo(host, port, family=0, type=0, proto=0, flags=0):
+        if isinstance(host, str) and host.endswith(".cypoe.test"):
+            calls.append((host, family, threading.current_thread().name))
+            release.wait(30)
+            if host.startswith("fail."):
+                raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+        return real(host, port, family, type, proto, flags)
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    srv, cli, bad = SF(), SF(), SF()
+    lst = listener(kernel, srv)
+    port = lst.getsockname()[1]
+    SocketFactory(kernel=kernel, remote_address="echo.cypoe.test", remote_port=port,
+                  on_success=cli.on_success, on_failure=cli.on_failure)
+    SocketFactory(kernel=kernel, remote_address="fail.cypoe.test", remote_port=port,
+                  on_success=bad.on_success, on_failure=bad.on_failure)
+    # Both lookups are in their threads, blocked; the loop still runs.
+    ticks = []
+    run_until(kernel, lambda: len(calls) == 2, timeout=10)
+    kernel.call_soon_threadsafe(ticks.append, 2)
+    run_until(kernel, lambda: ticks, timeout=10)
+    assert not cli.ok and not cli.fail and not bad.ok and not bad.fail
+    assert sorted(calls) == [("echo.cypoe.test", socket.AF_INET, "cypoe-resolve"),
+                             ("fail.cypoe.test", socket.AF_INET, "cypoe-resolve")]
+    release.set()
+    run_until(kernel, lambda: (cli.ok or cli.fail) and bad.fail and srv.ok, timeout=10)
+    assert cli.ok and not cli.fail, cli.fail
+    sock, addr, rport = cli.ok[0]
+    assert addr == ("127.0.0.1", port) and rport == port
+    echo_roundtrip(kernel, srv.ok[0][0], sock)
+    assert bad.fail[0][:2] == ("resolve", errno.EHOSTUNREACH) and not bad.ok
+    assert "Name or service not known" in bad.fail[0][2]
+    lst.close()

@@ -35,6 +35,7 @@ enum cp_debug_counter {
     CP_DBG_LOAD_HISTOGRAMS,     /* Hist counts arrays allocated */
     CP_DBG_RESPONSE_PARSERS,    /* RESP/HTTP parser states allocated (filters, load connections) */
     CP_DBG_PARSER_LINES,        /* HTTP parsers' split-line buffers allocated */
+    CP_DBG_NAME_LOOKUPS,        /* NameLookup objects alive (one per lookup in a thread) */
     CP_DBG_N
 };
 
@@ -44,6 +45,7 @@ static const char* const cp_debug_names[CP_DBG_N] = {
     "lingering_sockets", "tls_drivers", "bytebuffers", "buffer_blocks",
     "pool_blocks", "component_cores", "scans", "resp_counters",
     "load_engines", "load_conns", "load_histograms", "response_parsers", "parser_lines",
+    "name_lookups",
 };
 
 #ifdef CYPOE_DEBUG

@@ -22,6 +22,7 @@ cdef extern from "includes/debug.h":
         CP_DBG_LOAD_HISTOGRAMS
         CP_DBG_RESPONSE_PARSERS
         CP_DBG_PARSER_LINES
+        CP_DBG_NAME_LOOKUPS
     const bint CP_DEBUG_BUILD
     void CP_DBG_INC(int counter) nogil
     void CP_DBG_DEC(int counter) nogil

@@ -29,7 +29,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int c_AF_INET "AF_INET"
     int c_AF_INET6 "AF_INET6"
     int c_AF_UNIX "AF_UNIX"
-    int SOL_SOCKET, SO_ERROR
+    int SOL_SOCKET, SO_ERROR, SO_REUSEADDR, SO_REUSEPORT
     int MSG_NOSIGNAL
     int SHUT_RD, SHUT_WR
 
