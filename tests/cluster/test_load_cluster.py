@@ -82,9 +82,16 @@ def test_killed_load_agent_is_worker_lost(dask_cluster):
     cluster.client.wait_for_workers(2, timeout=60)   # its nanny restarted it
 
 
+def _ignore_sigint():
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _start_client(args):
+    # Started with SIGINT ignored, as a shell without job control starts a
+    # background command: Ctrl-C must stop the cluster client all the same.
     return subprocess.Popen([sys.executable, "-m", "cypoe", *map(str, args)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_ignore_sigint)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "sigkill"])

@@ -10,6 +10,7 @@ ends any command quietly with 141, as SIGPIPE ends other Unix tools
 (:func:`cypoe.cli.common.run_guarded`).
 """
 import argparse
+import signal
 import sys
 
 from cypoe.cli import bench, common, load, scan, serve
@@ -44,6 +45,13 @@ def main(argv=None):
     """Run the command line; returns the exit code."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    # Ctrl-C stops every command and reports what it did.  A process that a
+    # shell without job control started in the background inherits SIGINT
+    # ignored: the kernel's own handling stops local runs anyway, and this
+    # gives the commands that wait outside the loop (the cluster client, in
+    # Dask calls) the same KeyboardInterrupt.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         # The command's own parser reports what it does not know, with its
         # usage (argparse would have the top-level parser say it).
